@@ -1,0 +1,319 @@
+"""SeqIO/tf.data preprocessors for protein pretraining: crop, ProtT5 denoising, span corruption, MLM, ELECTRA.
+
+Every random choice is a stateless TF op keyed by the per-example seed that seqio's
+``map_over_dataset(num_seeds=...)`` hands out, so a task read with the same ``seed`` yields the same
+examples and no per-example Python runs in the hot path.
+
+Feature conventions (before seqio's feature converters):
+
+* encoder-decoder objectives (ProtT5 denoising, span corruption): ``inputs`` and ``targets``
+  int32 token ids; EOS is appended afterwards by ``seqio.preprocessors.append_eos_after_trim``.
+* encoder-only objectives (BERT MLM, ELECTRA): ``inputs`` (corrupted, with [CLS] ... [SEP]),
+  ``targets`` (original) and ``loss_weights`` (int32, 1 at every selected position, including
+  the ones replaced by a random residue or left unchanged).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import seqio
+import tensorflow as tf
+
+# ---------------------------------------------------------------------------------------
+# Pure TF helpers (one example at a time; tokens are rank-1 int32 tensors).
+# ---------------------------------------------------------------------------------------
+
+
+def _seeds(seed, n: int) -> tf.Tensor:
+    """Splits one stateless seed (a pair of scalars) into ``n`` independent seeds: [n, 2]."""
+    seed = tf.cast(tf.stack(seed) if isinstance(seed, (tuple, list)) else seed, tf.int64)
+    return tf.random.experimental.stateless_split(seed, n)
+
+
+def select_exact_fraction(length: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
+    """Chooses exactly ``round(rate * length)`` (at least 1) distinct positions, uniformly.
+
+    Args:
+      length: scalar int, number of candidate positions.
+      rate: fraction to select.
+      seed: stateless seed, shape [2].
+
+    Returns:
+      bool [length], True at the selected positions.
+    """
+    length = tf.cast(length, tf.int32)
+    num = tf.cast(tf.round(tf.cast(length, tf.float32) * rate), tf.int32)
+    num = tf.minimum(tf.maximum(num, 1), length)
+    scores = tf.random.stateless_uniform([length], seed=seed)  # [length]
+    ranks = tf.argsort(tf.argsort(scores))  # [length], a random permutation of 0..length-1
+    return ranks < num
+
+
+def random_crop(tokens: tf.Tensor, max_length: int, seed: tf.Tensor) -> tf.Tensor:
+    """Crops ``tokens`` to ``max_length`` at a uniformly random offset (no-op if shorter)."""
+    length = tf.shape(tokens)[0]
+    max_offset = tf.maximum(length - max_length, 0)
+    offset = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=max_offset + 1, dtype=tf.int32)
+    return tokens[offset : offset + max_length]
+
+
+def _random_tokens(shape, seed, candidate_ids: tf.Tensor) -> tf.Tensor:
+    """Samples ids uniformly from ``candidate_ids`` (the 20 standard residues)."""
+    idx = tf.random.stateless_uniform(shape, seed=seed, minval=0, maxval=tf.shape(candidate_ids)[0], dtype=tf.int32)
+    return tf.gather(candidate_ids, idx)
+
+
+def bert_style_corruption(
+    tokens: tf.Tensor,
+    selected: tf.Tensor,
+    seed: tf.Tensor,
+    mask_id: int,
+    random_ids: tf.Tensor,
+    mask_rate: float,
+    random_rate: float,
+) -> tf.Tensor:
+    """Replaces selected tokens by ``mask_id`` (``mask_rate``), a random residue (``random_rate``) or keeps them.
+
+    Args:
+      tokens: int32 [length].
+      selected: bool [length], positions chosen for corruption.
+      seed: stateless seed [2].
+      mask_id: the id written at masked positions ([MASK], or a T5 sentinel).
+      random_ids: int32 [n], candidate ids for random replacement.
+      mask_rate, random_rate: fractions of the selected positions; the rest are left unchanged.
+
+    Returns:
+      int32 [length], the corrupted tokens.
+    """
+    s = _seeds(seed, 2)
+    u = tf.random.stateless_uniform(tf.shape(tokens), seed=s[0])  # [length]
+    to_mask = selected & (u < mask_rate)
+    to_random = selected & (u >= mask_rate) & (u < mask_rate + random_rate)
+    rand = _random_tokens(tf.shape(tokens), s[1], random_ids)  # [length]
+    out = tf.where(to_mask, tf.cast(mask_id, tokens.dtype), tokens)
+    return tf.where(to_random, tf.cast(rand, tokens.dtype), out)
+
+
+# ---------------------------------------------------------------------------------------
+# T5 span corruption (Raffel et al. 2020), written for stateless per-example seeds.
+# ---------------------------------------------------------------------------------------
+
+
+def _random_segmentation(num_items: tf.Tensor, num_segments: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Splits ``num_items`` into ``num_segments`` non-empty segments at random: int32 [num_segments] lengths."""
+    # One "segment starts here" mark for num_segments - 1 of the num_items - 1 gaps, shuffled.
+    marks = tf.cast(tf.range(num_items - 1) < num_segments - 1, tf.int32)  # [num_items - 1]
+    marks = tf.random.experimental.stateless_shuffle(marks, seed=seed)
+    first_in_segment = tf.concat([[0], marks], axis=0)  # [num_items]
+    segment_id = tf.cumsum(first_in_segment)  # [num_items]
+    return tf.math.unsorted_segment_sum(tf.ones_like(segment_id), segment_id, num_segments)
+
+
+def random_spans_noise_mask(
+    length: tf.Tensor, noise_density: float, mean_noise_span_length: float, seed: tf.Tensor
+) -> tf.Tensor:
+    """T5's noise mask: about ``noise_density * length`` noise tokens in spans of mean length ``mean_noise_span_length``.
+
+    Spans of noise and non-noise alternate, the sequence starting with non-noise.
+
+    Returns:
+      bool [length], True at noise tokens.
+    """
+    orig_length = tf.cast(length, tf.int32)
+    length = tf.maximum(orig_length, 2)
+    num_noise = tf.cast(tf.round(tf.cast(length, tf.float32) * noise_density), tf.int32)
+    num_noise = tf.clip_by_value(num_noise, 1, length - 1)
+    num_spans = tf.cast(tf.round(tf.cast(num_noise, tf.float32) / mean_noise_span_length), tf.int32)
+    num_spans = tf.maximum(num_spans, 1)
+    s = _seeds(seed, 2)
+    noise_lengths = _random_segmentation(num_noise, num_spans, s[0])  # [num_spans]
+    nonnoise_lengths = _random_segmentation(length - num_noise, num_spans, s[1])  # [num_spans]
+    interleaved = tf.reshape(tf.stack([nonnoise_lengths, noise_lengths], axis=1), [-1])  # [2 * num_spans]
+    span_starts = tf.cumsum(interleaved)[:-1]
+    start_indicator = tf.math.unsorted_segment_sum(tf.ones_like(span_starts), span_starts, length)  # [length]
+    is_noise = tf.equal(tf.math.floormod(tf.cumsum(start_indicator), 2), 1)
+    return is_noise[:orig_length]
+
+
+def spans_to_sentinels(tokens: tf.Tensor, span_mask: tf.Tensor, vocab_size: int) -> tf.Tensor:
+    """Replaces each run of masked tokens by one sentinel, numbered from the top of the vocabulary.
+
+    The k-th masked run (k = 0, 1, ...) becomes ``<extra_id_k>`` = ``vocab_size - 1 - k``.
+
+    Args:
+      tokens: int32 [length].
+      span_mask: bool [length].
+      vocab_size: full vocabulary size (sentinels occupy its top ids).
+
+    Returns:
+      int32 [new_length].
+    """
+    prev_masked = tf.pad(span_mask[:-1], [[1, 0]])
+    first_of_span = span_mask & ~prev_masked
+    sentinel = tf.cast(vocab_size, tokens.dtype) - tf.cumsum(tf.cast(first_of_span, tokens.dtype))
+    out = tf.where(first_of_span, sentinel, tokens)
+    return tf.boolean_mask(out, ~(span_mask & prev_masked))
+
+
+def span_corruption_lengths(
+    inputs_length: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0
+) -> tuple[int, int]:
+    """Raw token length that corrupts into at most ``inputs_length`` inputs (EOS included), and the targets length.
+
+    Same arithmetic as T5's ``random_spans_helper`` with one sentinel per span and EOS on both sides.
+    """
+
+    def lengths(tokens_length: int) -> tuple[int, int]:
+        num_noise = int(round(tokens_length * noise_density))
+        num_nonnoise = tokens_length - num_noise
+        num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
+        return num_nonnoise + num_spans + 1, num_noise + num_spans + 1
+
+    tokens_length = inputs_length
+    while lengths(tokens_length + 1)[0] <= inputs_length:
+        tokens_length += 1
+    return tokens_length, lengths(tokens_length)[1]
+
+
+# ---------------------------------------------------------------------------------------
+# seqio preprocessors (dataset -> dataset).
+# ---------------------------------------------------------------------------------------
+
+
+def _vocab(output_features, key: str = "targets"):
+    return output_features[key].vocabulary
+
+
+def _residue_candidates(vocabulary) -> tf.Tensor:
+    return tf.constant(list(vocabulary.residue_ids), dtype=tf.int32)
+
+
+@seqio.map_over_dataset(num_seeds=1)
+def crop(
+    x: Mapping[str, tf.Tensor],
+    seed,
+    sequence_length: Mapping[str, int],
+    feature_key: str = "targets",
+    length_key: Optional[str] = None,
+    reserve: int = 1,
+) -> dict:
+    """Crops ``x[feature_key]`` at a random offset to ``sequence_length[length_key] - reserve`` tokens.
+
+    ``reserve`` leaves room for special tokens added later (1 for EOS; 2 for [CLS] and [SEP]).
+    """
+    max_length = sequence_length[length_key or feature_key] - reserve
+    return {**x, feature_key: random_crop(x[feature_key], max_length, tf.stack(seed))}
+
+
+@seqio.map_over_dataset(num_seeds=1)
+def prot_t5_denoise(
+    x: Mapping[str, tf.Tensor],
+    seed,
+    output_features,
+    noise_density: float = 0.15,
+    sentinel_rate: float = 0.9,
+    random_rate: float = 0.1,
+    distinct_sentinels: bool = False,
+) -> dict:
+    """ProtT5's objective: single residues are corrupted; the target is the whole original sequence.
+
+    ``noise_density`` of the residues are chosen one at a time (not spans); of those ``sentinel_rate``
+    are replaced by a sentinel (``<extra_id_0>``, or ``<extra_id_k>`` for the k-th one when
+    ``distinct_sentinels``) and ``random_rate`` by a random standard residue.
+    """
+    vocabulary = _vocab(output_features)
+    targets = x["targets"]  # [length]
+    s = _seeds(seed, 2)
+    selected = select_exact_fraction(tf.shape(targets)[0], noise_density, s[0])
+    sentinel = vocabulary.sentinel_id(0)
+    inputs = bert_style_corruption(
+        targets, selected, s[1], sentinel, _residue_candidates(vocabulary), sentinel_rate, random_rate
+    )
+    if distinct_sentinels:
+        is_sentinel = tf.equal(inputs, sentinel)
+        numbered = tf.cast(sentinel + 1, tf.int32) - tf.cumsum(tf.cast(is_sentinel, tf.int32))
+        inputs = tf.where(is_sentinel, tf.maximum(numbered, vocabulary.sentinel_id(vocabulary.num_sentinels - 1)), inputs)
+    return {**x, "inputs": inputs, "targets": targets}
+
+
+@seqio.map_over_dataset(num_seeds=1)
+def span_corruption(
+    x: Mapping[str, tf.Tensor],
+    seed,
+    output_features,
+    noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0,
+) -> dict:
+    """T5 span corruption: noise spans become distinct sentinels in ``inputs``; ``targets`` lists the spans."""
+    vocabulary = _vocab(output_features)
+    tokens = x["targets"]
+    noise = random_spans_noise_mask(tf.shape(tokens)[0], noise_density, mean_noise_span_length, tf.stack(seed))
+    return {
+        **x,
+        "inputs": spans_to_sentinels(tokens, noise, vocabulary.vocab_size),
+        "targets": spans_to_sentinels(tokens, ~noise, vocabulary.vocab_size),
+    }
+
+
+@seqio.map_over_dataset(num_seeds=1)
+def crop_for_span_corruption(
+    x: Mapping[str, tf.Tensor],
+    seed,
+    sequence_length: Mapping[str, int],
+    noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0,
+) -> dict:
+    """Crops raw ``targets`` at a random offset so that its span-corrupted inputs fit ``sequence_length['inputs']``."""
+    tokens_length, _ = span_corruption_lengths(sequence_length["inputs"], noise_density, mean_noise_span_length)
+    return {**x, "targets": random_crop(x["targets"], tokens_length, tf.stack(seed))}
+
+
+@seqio.map_over_dataset(num_seeds=1)
+def masked_lm(
+    x: Mapping[str, tf.Tensor],
+    seed,
+    output_features,
+    noise_density: float = 0.15,
+    mask_rate: float = 0.8,
+    random_rate: float = 0.1,
+) -> dict:
+    """BERT MLM on [CLS] residues [SEP]: ``noise_density`` of residues selected, then mask/random/keep.
+
+    ``loss_weights`` is 1 at every selected position (masked, randomised or kept), 0 elsewhere,
+    so the loss covers all three kinds as in BERT (unlike seqio's EncoderFeatureConverter, which
+    only weights positions equal to the mask id).
+    """
+    vocabulary = _vocab(output_features, "inputs")
+    residues = x["targets"]  # [n]
+    s = _seeds(seed, 2)
+    selected = select_exact_fraction(tf.shape(residues)[0], noise_density, s[0])  # [n]
+    corrupted = bert_style_corruption(
+        residues, selected, s[1], vocabulary.mask_id, _residue_candidates(vocabulary), mask_rate, random_rate
+    )
+    cls = tf.constant([vocabulary.cls_id], residues.dtype)
+    sep = tf.constant([vocabulary.sep_id], residues.dtype)
+    no = tf.constant([False])
+    return {
+        **x,
+        "inputs": tf.concat([cls, corrupted, sep], 0),  # [n + 2]
+        "targets": tf.concat([cls, residues, sep], 0),  # [n + 2]
+        "loss_weights": tf.cast(tf.concat([no, selected, no], 0), tf.int32),  # [n + 2]
+    }
+
+
+def electra_inputs(dataset: tf.data.Dataset, output_features, noise_density: float = 0.15, mask_rate: float = 0.85):
+    """ELECTRA's generator inputs: MLM with ``mask_rate`` [MASK] and the rest kept (no random tokens).
+
+    The discriminator needs the original tokens (``targets``) and the selected positions
+    (``loss_weights``): during training the generator's samples are written at the selected
+    positions of ``inputs`` and the discriminator predicts, for every non-padding token, whether it
+    differs from ``targets``.
+    """
+    return masked_lm(dataset, output_features=output_features, noise_density=noise_density, mask_rate=mask_rate, random_rate=0.0)
+
+
+@seqio.map_over_dataset
+def sequence_to_targets(x: Mapping[str, tf.Tensor]) -> dict:
+    """{"id", "sequence"} -> {"targets": sequence} (the raw-text feature the tokenizer reads)."""
+    return {"targets": x["sequence"]}

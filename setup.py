@@ -1,0 +1,34 @@
+"""prottrans-jax: JAX/TPU protein language models in the ProtTrans line."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="prottrans-jax",
+    version="0.1.0",
+    description="Pretrain, fine-tune, export and use ProtT5/ProtBert-style protein language models in JAX.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["prottrans_jax", "prottrans_jax.*"]) + ["prottrans_jax_tasks"],
+    # The SeqIO task registrations live in tasks/ and import as `prottrans_jax_tasks`,
+    # a name that cannot collide with other packages' `tasks` modules.
+    package_dir={"prottrans_jax_tasks": "tasks"},
+    package_data={"prottrans_jax": ["data/*.fasta.gz"], "": ["*.gin"]},
+    include_package_data=True,
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12",
+        "seqio>=0.0.20",
+        "gin-config>=0.5",
+        "numpy>=2.0",
+        "h5py>=3.10",
+        "sentencepiece>=0.2",
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        # HuggingFace interchange and parity tests. torch is pinned to the CPU build on local disk.
+        "torch": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
+    },
+    entry_points={"console_scripts": ["prottrans-jax=prottrans_jax.cli:main"]},
+)

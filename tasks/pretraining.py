@@ -1,0 +1,121 @@
+"""Registers the family of pretraining tasks (ProtT5 denoising, span corruption, BERT MLM, ELECTRA) for one corpus."""
+
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import seqio
+
+from prottrans_jax import data_sources, preprocessors
+from prottrans_jax.vocab import ProtBertVocabulary, ProtT5Vocabulary
+
+OBJECTIVES = ("prot_t5_denoise", "span_corruption", "bert_mlm", "electra")
+
+
+def t5_output_features() -> dict[str, seqio.Feature]:
+    vocabulary = ProtT5Vocabulary()
+    return {
+        "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=True, required=False),
+        "targets": seqio.Feature(vocabulary=vocabulary, add_eos=True),
+    }
+
+
+def mlm_output_features() -> dict[str, seqio.Feature]:
+    vocabulary = ProtBertVocabulary()
+    return {
+        # [CLS] and [SEP] are added by the masked_lm preprocessor, not by seqio.
+        "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=False, required=False),
+        "targets": seqio.Feature(vocabulary=vocabulary, add_eos=False),
+        "loss_weights": seqio.Feature(
+            vocabulary=seqio.PassThroughVocabulary(size=2), add_eos=False, required=False
+        ),
+    }
+
+
+def _objective_preprocessors(objective: str, noise_density: float) -> list:
+    """Preprocessors that run after tokenization (and after the cache placeholder)."""
+    if objective == "prot_t5_denoise":
+        return [
+            functools.partial(preprocessors.crop, reserve=1),
+            functools.partial(preprocessors.prot_t5_denoise, noise_density=noise_density),
+            seqio.preprocessors.append_eos_after_trim,
+        ]
+    if objective == "span_corruption":
+        return [
+            functools.partial(preprocessors.crop_for_span_corruption, noise_density=noise_density),
+            functools.partial(preprocessors.span_corruption, noise_density=noise_density),
+            seqio.preprocessors.append_eos_after_trim,
+        ]
+    if objective == "bert_mlm":
+        return [
+            functools.partial(preprocessors.crop, length_key="inputs", reserve=2),
+            functools.partial(preprocessors.masked_lm, noise_density=noise_density),
+        ]
+    if objective == "electra":
+        return [
+            functools.partial(preprocessors.crop, length_key="inputs", reserve=2),
+            functools.partial(preprocessors.electra_inputs, noise_density=noise_density),
+        ]
+    raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+
+
+def task_name(prefix: str, objective: str) -> str:
+    return f"{prefix}_{objective}"
+
+
+def register_objective_tasks(
+    prefix: str,
+    source: seqio.DataSource,
+    objectives=OBJECTIVES,
+    noise_density: float = 0.15,
+) -> list[str]:
+    """Registers ``{prefix}_{objective}`` for each objective over one data source; returns the names.
+
+    Re-registering a name replaces the earlier task (so a notebook can point a prefix elsewhere).
+    """
+    names = []
+    for objective in objectives:
+        is_t5 = objective in ("prot_t5_denoise", "span_corruption")
+        name = task_name(prefix, objective)
+        seqio.TaskRegistry.remove(name)
+        seqio.TaskRegistry.add(
+            name,
+            source=source,
+            preprocessors=[
+                preprocessors.sequence_to_targets,
+                seqio.preprocessors.tokenize,
+                seqio.CacheDatasetPlaceholder(),
+                *_objective_preprocessors(objective, noise_density),
+            ],
+            output_features=t5_output_features() if is_t5 else mlm_output_features(),
+            metric_fns=[],
+        )
+        names.append(name)
+    return names
+
+
+def register_fasta_tasks(
+    prefix: str,
+    fasta_paths: data_sources.PathsOrFn,
+    validation_fraction: float = 0.005,
+    max_length: Optional[int] = None,
+    objectives=OBJECTIVES,
+    noise_density: float = 0.15,
+) -> list[str]:
+    """Registers the whole objective family for a FASTA glob (or list, or zero-argument callable).
+
+    Example::
+
+        register_fasta_tasks("my_corpus", "/data/my_proteins_*.fasta.gz")
+        # -> my_corpus_prot_t5_denoise, my_corpus_span_corruption, my_corpus_bert_mlm, my_corpus_electra
+    """
+    source = data_sources.FastaDataSource(fasta_paths, validation_fraction=validation_fraction, max_length=max_length)
+    return register_objective_tasks(prefix, source, objectives, noise_density)
+
+
+def register_tfrecord_tasks(
+    prefix: str, split_to_pattern: dict[str, str], objectives=OBJECTIVES, noise_density: float = 0.15
+) -> list[str]:
+    """Registers the objective family over TFRecord shards from ``data_sources.fasta_to_tfrecords``."""
+    return register_objective_tasks(prefix, data_sources.tfrecord_source(split_to_pattern), objectives, noise_density)

@@ -1,0 +1,71 @@
+"""Hand-checked cases for the TF preprocessing primitives (masking, spans, sentinels, crops)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from prottrans_jax import preprocessors as pp
+
+SEED = tf.constant([3, 7], tf.int64)
+
+
+@pytest.mark.parametrize("length", [1, 5, 7, 100, 511])
+def test_select_exact_fraction_count(length):
+    mask = pp.select_exact_fraction(length, 0.15, SEED).numpy()
+    assert mask.shape == (length,)
+    assert mask.sum() == min(max(int(np.round(length * 0.15)), 1), length)
+
+
+def test_select_exact_fraction_depends_on_seed_only():
+    a = pp.select_exact_fraction(200, 0.15, SEED).numpy()
+    b = pp.select_exact_fraction(200, 0.15, SEED).numpy()
+    c = pp.select_exact_fraction(200, 0.15, tf.constant([3, 8], tf.int64)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+
+
+def test_random_crop_is_a_contiguous_window_at_varying_offsets():
+    tokens = tf.range(1000, dtype=tf.int32)
+    starts = set()
+    for s in range(20):
+        out = pp.random_crop(tokens, 100, tf.constant([s, 1], tf.int64)).numpy()
+        assert len(out) == 100
+        np.testing.assert_array_equal(out, np.arange(out[0], out[0] + 100))
+        starts.add(int(out[0]))
+    assert len(starts) > 10
+    short = pp.random_crop(tokens[:50], 100, SEED).numpy()
+    np.testing.assert_array_equal(short, np.arange(50))
+
+
+def test_spans_to_sentinels_hand_checked():
+    tokens = tf.constant([10, 11, 12, 13, 14, 15], tf.int32)
+    noise = tf.constant([False, True, True, False, True, False])
+    # Each noise run -> one sentinel, numbered from the top of a 128-id vocabulary.
+    assert pp.spans_to_sentinels(tokens, noise, 128).numpy().tolist() == [10, 127, 13, 126, 15]
+    assert pp.spans_to_sentinels(tokens, ~noise, 128).numpy().tolist() == [127, 11, 12, 126, 14, 125]
+
+
+@pytest.mark.parametrize("length", [10, 57, 300, 568])
+def test_random_spans_noise_mask_counts(length):
+    mask = pp.random_spans_noise_mask(length, 0.15, 3.0, SEED).numpy()
+    num_noise = min(max(int(np.round(length * 0.15)), 1), length - 1)
+    num_spans = max(int(np.round(num_noise / 3.0)), 1)
+    assert mask.sum() == num_noise
+    starts = np.flatnonzero(mask & ~np.concatenate([[False], mask[:-1]]))
+    assert len(starts) == num_spans
+    assert not mask[0], "T5 noise masks start with a non-noise span"
+
+
+def test_span_corruption_lengths_match_t5():
+    # T5's random_spans_helper: 568 raw tokens -> 512 inputs, 114 targets (both with EOS).
+    assert pp.span_corruption_lengths(512) == (568, 114)
+
+
+def test_bert_style_corruption_proportions():
+    n = 200_000
+    tokens = tf.fill([n], 9)
+    selected = tf.ones([n], tf.bool)
+    out = pp.bert_style_corruption(tokens, selected, SEED, 4, tf.constant([5, 6, 7, 8], tf.int32), 0.8, 0.1).numpy()
+    assert abs((out == 4).mean() - 0.8) < 0.005
+    assert abs(np.isin(out, [5, 6, 7, 8]).mean() - 0.1) < 0.005
+    assert abs((out == 9).mean() - 0.1) < 0.005
