@@ -3,7 +3,7 @@
 Normalisation rule (one rule for every model family, applied before tokenizing):
 
 * letters are upper-cased;
-* whitespace, gap characters (``-`` and ``.``) and a trailing stop ``*`` are dropped;
+* whitespace, gap characters (``-`` and ``.``) and stop codons ``*`` are dropped;
 * the rare or ambiguous residues U (selenocysteine), Z (Glx), O (pyrrolysine), B (Asx)
   and J (Leu/Ile) are mapped to X, as ProtTrans' training data preparation did;
 * any other character is an error (see :class:`InvalidResidueError`).
@@ -30,8 +30,9 @@ DROPPED_CHARACTERS = "-.* \t\r\n\v\f"
 PROT_T5_PAD_ID = 0
 PROT_T5_EOS_ID = 1
 PROT_T5_UNK_ID = 2
-# Residue pieces 3..27, in the order of the released spiece.model (frequency order).
-PROT_T5_RESIDUE_ORDER = "ALGVSREDTIPKFQNYMHCWXBOUZ"
+# Residue pieces 3..27, in the order of the released spiece.model (frequency order;
+# note W 21 before C 22, checked against the released file in tests/test_vocab.py).
+PROT_T5_RESIDUE_ORDER = "ALGVSREDTIPKFQNYMHWCXBOUZ"
 PROT_T5_BASE_VOCAB_SIZE = 3 + len(PROT_T5_RESIDUE_ORDER)  # 28
 PROT_T5_NUM_SENTINELS = 100
 PROT_T5_VOCAB_SIZE = PROT_T5_BASE_VOCAB_SIZE + PROT_T5_NUM_SENTINELS  # 128
