@@ -1,13 +1,14 @@
 """SeqIO/tf.data preprocessors for protein pretraining: crop, ProtT5 denoising, span corruption, MLM, ELECTRA.
 
-Every random choice is a stateless TF op keyed by the per-example seed that seqio's
-``map_over_dataset(num_seeds=...)`` hands out, so a task read with the same ``seed`` yields the same
-examples and no per-example Python runs in the hot path.
+Every random choice is a stateless TF op keyed by a seed from seqio's ``map_over_dataset(num_seeds=...)``
+mechanism, so a task read with the same ``seed`` yields the same examples and no Python runs per
+example. Tokenization and the ProtT5/MLM objectives work on ragged batches (``BATCH`` examples
+per step) because tf.data's per-example overhead, not the arithmetic, dominates at protein lengths.
 
 Feature conventions (before seqio's feature converters):
 
 * encoder-decoder objectives (ProtT5 denoising, span corruption): ``inputs`` and ``targets``
-  int32 token ids; EOS is appended afterwards by ``seqio.preprocessors.append_eos_after_trim``.
+  int32 token ids ending with EOS.
 * encoder-only objectives (BERT MLM, ELECTRA): ``inputs`` (corrupted, with [CLS] ... [SEP]),
   ``targets`` (original) and ``loss_weights`` (int32, 1 at every selected position, including
   the ones replaced by a random residue or left unchanged).
@@ -31,31 +32,54 @@ def _seeds(seed, n: int) -> tf.Tensor:
     return tf.random.experimental.stateless_split(seed, n)
 
 
-def select_exact_fraction(length: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
-    """Chooses exactly ``round(rate * length)`` (at least 1) distinct positions, uniformly.
-
-    Args:
-      length: scalar int, number of candidate positions.
-      rate: fraction to select.
-      seed: stateless seed, shape [2].
-
-    Returns:
-      bool [length], True at the selected positions.
-    """
-    length = tf.cast(length, tf.int32)
-    num = tf.cast(tf.round(tf.cast(length, tf.float32) * rate), tf.int32)
-    num = tf.minimum(tf.maximum(num, 1), length)
-    scores = tf.random.stateless_uniform([length], seed=seed)  # [length]
-    ranks = tf.argsort(tf.argsort(scores))  # [length], a random permutation of 0..length-1
-    return ranks < num
-
-
 def random_crop(tokens: tf.Tensor, max_length: int, seed: tf.Tensor) -> tf.Tensor:
     """Crops ``tokens`` to ``max_length`` at a uniformly random offset (no-op if shorter)."""
     length = tf.shape(tokens)[0]
     max_offset = tf.maximum(length - max_length, 0)
     offset = tf.random.stateless_uniform([], seed=seed, minval=0, maxval=max_offset + 1, dtype=tf.int32)
     return tokens[offset : offset + max_length]
+
+
+def ragged_random_crop(tokens: tf.RaggedTensor, max_length: int, seed: tf.Tensor) -> tf.RaggedTensor:
+    """Crops every row of ``tokens`` [batch, (length)] to ``max_length`` at its own random offset."""
+    lengths = tokens.row_lengths()  # [batch]
+    new_lengths = tf.minimum(lengths, max_length)
+    u = tf.random.stateless_uniform(tf.shape(lengths), seed=seed, dtype=tf.float64)  # [batch]
+    offsets = tf.cast(tf.floor(u * tf.cast(lengths - new_lengths + 1, tf.float64)), tf.int64)
+    starts = tokens.row_splits[:-1] + offsets  # [batch], into flat_values
+    index = tf.ragged.range(starts, starts + new_lengths)  # [batch, (new_length)]
+    return tf.gather(tokens.flat_values, index)
+
+
+def ragged_select_exact_fraction(tokens: tf.RaggedTensor, rate: float, seed: tf.Tensor) -> tf.RaggedTensor:
+    """Chooses exactly ``round(rate * length)`` (at least 1) distinct positions of each row, uniformly.
+
+    Returns:
+      bool [batch, (length)], True at the selected positions.
+    """
+    lengths = tokens.row_lengths()  # [batch]
+    row_ids = tokens.value_rowids()  # [total]
+    scores = tf.random.stateless_uniform(tf.shape(row_ids), seed=seed, dtype=tf.float64)  # [total], in [0, 1)
+    # Sorting row + score keeps rows contiguous and in order, with a random order inside each row.
+    order = tf.argsort(tf.cast(row_ids, tf.float64) + scores)  # [total]
+    rank = tf.cast(tf.math.invert_permutation(tf.cast(order, tf.int64)), tf.int64)
+    rank -= tf.gather(tokens.row_splits, row_ids)  # [total], 0..length-1 within each row
+    num = tf.cast(tf.round(tf.cast(lengths, tf.float64) * rate), tf.int64)
+    num = tf.minimum(tf.maximum(num, 1), lengths)  # [batch]
+    return tokens.with_flat_values(rank < tf.gather(num, row_ids))
+
+
+def _ragged_cumsum(values: tf.Tensor, like: tf.RaggedTensor) -> tf.Tensor:
+    """Inclusive cumulative sum of flat ``values`` restarting at each row of ``like``."""
+    total = tf.cumsum(values)
+    before_row = tf.gather(tf.concat([[0], total], 0), like.row_splits[:-1])  # [batch]
+    return total - tf.gather(before_row, like.value_rowids())
+
+
+def _append(tokens: tf.RaggedTensor, token_id: int, prepend: bool = False) -> tf.RaggedTensor:
+    """Adds ``token_id`` at the end (or start) of every row."""
+    column = tf.fill([tokens.nrows(), 1], tf.cast(token_id, tokens.dtype))
+    return tf.concat([column, tokens] if prepend else [tokens, column], axis=1)
 
 
 def _random_tokens(shape, seed, candidate_ids: tf.Tensor) -> tf.Tensor:
@@ -189,120 +213,113 @@ def _residue_candidates(vocabulary) -> tf.Tensor:
     return tf.constant(list(vocabulary.residue_ids), dtype=tf.int32)
 
 
-@seqio.map_over_dataset(num_seeds=1)
-def crop(
-    x: Mapping[str, tf.Tensor],
-    seed,
-    sequence_length: Mapping[str, int],
-    feature_key: str = "targets",
-    length_key: Optional[str] = None,
-    reserve: int = 1,
-) -> dict:
-    """Crops ``x[feature_key]`` at a random offset to ``sequence_length[length_key] - reserve`` tokens.
+# Examples per vectorised step: per-example tf.data overhead, not the arithmetic, dominates at
+# protein lengths, so the tokenizer and the ProtT5/MLM objectives work on ragged batches.
+BATCH = 256
 
-    ``reserve`` leaves room for special tokens added later (1 for EOS; 2 for [CLS] and [SEP]).
+
+def tokenize(dataset: tf.data.Dataset, output_features, batch_size: int = BATCH) -> tf.data.Dataset:
+    """{"sequence": string} -> {"targets": int32 [length]}, tokenized a batch at a time."""
+    vocabulary = _vocab(output_features)
+
+    def encode(batch):
+        return {"targets": vocabulary.encode_tf(batch["sequence"])}  # [batch, (length)]
+
+    return dataset.batch(batch_size).map(encode, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+
+def _batched(dataset: tf.data.Dataset, fn, batch_size: int) -> tf.data.Dataset:
+    """Applies a seeded ``fn(ragged_batch, seed)`` to ragged batches and unbatches again.
+
+    The seed comes from seqio's map-seed mechanism (one per batch), so a task read with the same
+    ``seed`` repeats its examples exactly.
     """
-    max_length = sequence_length[length_key or feature_key] - reserve
-    return {**x, feature_key: random_crop(x[feature_key], max_length, tf.stack(seed))}
+    mapped = seqio.map_over_dataset(fn, num_seeds=1)(dataset.ragged_batch(batch_size))
+    return mapped.unbatch()
 
 
-@seqio.map_over_dataset(num_seeds=1)
 def prot_t5_denoise(
-    x: Mapping[str, tf.Tensor],
-    seed,
+    dataset: tf.data.Dataset,
+    sequence_length: Mapping[str, int],
     output_features,
     noise_density: float = 0.15,
     sentinel_rate: float = 0.9,
     random_rate: float = 0.1,
     distinct_sentinels: bool = False,
-) -> dict:
+    batch_size: int = BATCH,
+) -> tf.data.Dataset:
     """ProtT5's objective: single residues are corrupted; the target is the whole original sequence.
 
-    ``noise_density`` of the residues are chosen one at a time (not spans); of those ``sentinel_rate``
-    are replaced by a sentinel (``<extra_id_0>``, or ``<extra_id_k>`` for the k-th one when
-    ``distinct_sentinels``) and ``random_rate`` by a random standard residue.
+    Each sequence is cropped at a random offset to ``sequence_length['targets'] - 1`` residues;
+    exactly ``round(noise_density * length)`` of them are chosen one at a time (not spans); of
+    those, ``sentinel_rate`` become ``<extra_id_0>`` (or ``<extra_id_k>`` for the k-th one when
+    ``distinct_sentinels``) and ``random_rate`` a random standard residue. EOS ends both features.
     """
     vocabulary = _vocab(output_features)
-    targets = x["targets"]  # [length]
-    s = _seeds(seed, 2)
-    selected = select_exact_fraction(tf.shape(targets)[0], noise_density, s[0])
+    max_length = sequence_length["targets"] - 1
     sentinel = vocabulary.sentinel_id(0)
-    inputs = bert_style_corruption(
-        targets, selected, s[1], sentinel, _residue_candidates(vocabulary), sentinel_rate, random_rate
-    )
-    if distinct_sentinels:
-        is_sentinel = tf.equal(inputs, sentinel)
-        numbered = tf.cast(sentinel + 1, tf.int32) - tf.cumsum(tf.cast(is_sentinel, tf.int32))
-        inputs = tf.where(is_sentinel, tf.maximum(numbered, vocabulary.sentinel_id(vocabulary.num_sentinels - 1)), inputs)
-    return {**x, "inputs": inputs, "targets": targets}
+    last_sentinel = vocabulary.sentinel_id(vocabulary.num_sentinels - 1)
+
+    def fn(batch, seed):
+        s = _seeds(seed, 3)
+        targets = ragged_random_crop(batch["targets"], max_length, s[0])  # [batch, (length)]
+        selected = ragged_select_exact_fraction(targets, noise_density, s[1])
+        values = bert_style_corruption(
+            targets.flat_values, selected.flat_values, s[2], sentinel, _residue_candidates(vocabulary),
+            sentinel_rate, random_rate,
+        )  # [total]
+        if distinct_sentinels:
+            is_sentinel = tf.equal(values, sentinel)
+            numbered = sentinel + 1 - _ragged_cumsum(tf.cast(is_sentinel, tf.int32), targets)
+            values = tf.where(is_sentinel, tf.maximum(numbered, last_sentinel), values)
+        eos = vocabulary.eos_id
+        return {"inputs": _append(targets.with_flat_values(values), eos), "targets": _append(targets, eos)}
+
+    return _batched(dataset, fn, batch_size)
 
 
-@seqio.map_over_dataset(num_seeds=1)
-def span_corruption(
-    x: Mapping[str, tf.Tensor],
-    seed,
-    output_features,
-    noise_density: float = 0.15,
-    mean_noise_span_length: float = 3.0,
-) -> dict:
-    """T5 span corruption: noise spans become distinct sentinels in ``inputs``; ``targets`` lists the spans."""
-    vocabulary = _vocab(output_features)
-    tokens = x["targets"]
-    noise = random_spans_noise_mask(tf.shape(tokens)[0], noise_density, mean_noise_span_length, tf.stack(seed))
-    return {
-        **x,
-        "inputs": spans_to_sentinels(tokens, noise, vocabulary.vocab_size),
-        "targets": spans_to_sentinels(tokens, ~noise, vocabulary.vocab_size),
-    }
-
-
-@seqio.map_over_dataset(num_seeds=1)
-def crop_for_span_corruption(
-    x: Mapping[str, tf.Tensor],
-    seed,
-    sequence_length: Mapping[str, int],
-    noise_density: float = 0.15,
-    mean_noise_span_length: float = 3.0,
-) -> dict:
-    """Crops raw ``targets`` at a random offset so that its span-corrupted inputs fit ``sequence_length['inputs']``."""
-    tokens_length, _ = span_corruption_lengths(sequence_length["inputs"], noise_density, mean_noise_span_length)
-    return {**x, "targets": random_crop(x["targets"], tokens_length, tf.stack(seed))}
-
-
-@seqio.map_over_dataset(num_seeds=1)
 def masked_lm(
-    x: Mapping[str, tf.Tensor],
-    seed,
+    dataset: tf.data.Dataset,
+    sequence_length: Mapping[str, int],
     output_features,
     noise_density: float = 0.15,
     mask_rate: float = 0.8,
     random_rate: float = 0.1,
-) -> dict:
+    batch_size: int = BATCH,
+) -> tf.data.Dataset:
     """BERT MLM on [CLS] residues [SEP]: ``noise_density`` of residues selected, then mask/random/keep.
 
+    Sequences are cropped at a random offset to ``sequence_length['inputs'] - 2`` residues.
     ``loss_weights`` is 1 at every selected position (masked, randomised or kept), 0 elsewhere,
     so the loss covers all three kinds as in BERT (unlike seqio's EncoderFeatureConverter, which
     only weights positions equal to the mask id).
     """
     vocabulary = _vocab(output_features, "inputs")
-    residues = x["targets"]  # [n]
-    s = _seeds(seed, 2)
-    selected = select_exact_fraction(tf.shape(residues)[0], noise_density, s[0])  # [n]
-    corrupted = bert_style_corruption(
-        residues, selected, s[1], vocabulary.mask_id, _residue_candidates(vocabulary), mask_rate, random_rate
-    )
-    cls = tf.constant([vocabulary.cls_id], residues.dtype)
-    sep = tf.constant([vocabulary.sep_id], residues.dtype)
-    no = tf.constant([False])
-    return {
-        **x,
-        "inputs": tf.concat([cls, corrupted, sep], 0),  # [n + 2]
-        "targets": tf.concat([cls, residues, sep], 0),  # [n + 2]
-        "loss_weights": tf.cast(tf.concat([no, selected, no], 0), tf.int32),  # [n + 2]
-    }
+    max_length = sequence_length["inputs"] - 2
+
+    def fn(batch, seed):
+        s = _seeds(seed, 3)
+        residues = ragged_random_crop(batch["targets"], max_length, s[0])  # [batch, (n)]
+        selected = ragged_select_exact_fraction(residues, noise_density, s[1])
+        values = bert_style_corruption(
+            residues.flat_values, selected.flat_values, s[2], vocabulary.mask_id, _residue_candidates(vocabulary),
+            mask_rate, random_rate,
+        )
+
+        def wrap(rt):  # [batch, (n)] -> [batch, (n + 2)]
+            return _append(_append(rt, vocabulary.cls_id, prepend=True), vocabulary.sep_id)
+
+        weights = tf.cast(selected, tf.int32)
+        return {
+            "inputs": wrap(residues.with_flat_values(values)),
+            "targets": wrap(residues),
+            "loss_weights": _append(_append(weights, 0, prepend=True), 0),
+        }
+
+    return _batched(dataset, fn, batch_size)
 
 
-def electra_inputs(dataset: tf.data.Dataset, output_features, noise_density: float = 0.15, mask_rate: float = 0.85):
+def electra_inputs(dataset, sequence_length, output_features, noise_density: float = 0.15, mask_rate: float = 0.85):
     """ELECTRA's generator inputs: MLM with ``mask_rate`` [MASK] and the rest kept (no random tokens).
 
     The discriminator needs the original tokens (``targets``) and the selected positions
@@ -310,10 +327,29 @@ def electra_inputs(dataset: tf.data.Dataset, output_features, noise_density: flo
     positions of ``inputs`` and the discriminator predicts, for every non-padding token, whether it
     differs from ``targets``.
     """
-    return masked_lm(dataset, output_features=output_features, noise_density=noise_density, mask_rate=mask_rate, random_rate=0.0)
+    return masked_lm(dataset, sequence_length, output_features, noise_density, mask_rate=mask_rate, random_rate=0.0)
 
 
-@seqio.map_over_dataset
-def sequence_to_targets(x: Mapping[str, tf.Tensor]) -> dict:
-    """{"id", "sequence"} -> {"targets": sequence} (the raw-text feature the tokenizer reads)."""
-    return {"targets": x["sequence"]}
+@seqio.map_over_dataset(num_seeds=1)
+def span_corruption(
+    x: Mapping[str, tf.Tensor],
+    seed,
+    sequence_length: Mapping[str, int],
+    output_features,
+    noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0,
+) -> dict:
+    """T5 span corruption: noise spans become distinct sentinels in ``inputs``; ``targets`` lists the spans.
+
+    The raw sequence is first cropped at a random offset to the length whose corruption fits
+    ``sequence_length['inputs']`` (EOS included, added afterwards by seqio's append_eos_after_trim).
+    """
+    vocabulary = _vocab(output_features)
+    tokens_length, _ = span_corruption_lengths(sequence_length["inputs"], noise_density, mean_noise_span_length)
+    s = _seeds(seed, 2)
+    tokens = random_crop(x["targets"], tokens_length, s[0])
+    noise = random_spans_noise_mask(tf.shape(tokens)[0], noise_density, mean_noise_span_length, s[1])
+    return {
+        "inputs": spans_to_sentinels(tokens, noise, vocabulary.vocab_size),
+        "targets": spans_to_sentinels(tokens, ~noise, vocabulary.vocab_size),
+    }

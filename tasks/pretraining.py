@@ -36,27 +36,16 @@ def mlm_output_features() -> dict[str, seqio.Feature]:
 def _objective_preprocessors(objective: str, noise_density: float) -> list:
     """Preprocessors that run after tokenization (and after the cache placeholder)."""
     if objective == "prot_t5_denoise":
-        return [
-            functools.partial(preprocessors.crop, reserve=1),
-            functools.partial(preprocessors.prot_t5_denoise, noise_density=noise_density),
-            seqio.preprocessors.append_eos_after_trim,
-        ]
+        return [functools.partial(preprocessors.prot_t5_denoise, noise_density=noise_density)]
     if objective == "span_corruption":
         return [
-            functools.partial(preprocessors.crop_for_span_corruption, noise_density=noise_density),
             functools.partial(preprocessors.span_corruption, noise_density=noise_density),
             seqio.preprocessors.append_eos_after_trim,
         ]
     if objective == "bert_mlm":
-        return [
-            functools.partial(preprocessors.crop, length_key="inputs", reserve=2),
-            functools.partial(preprocessors.masked_lm, noise_density=noise_density),
-        ]
+        return [functools.partial(preprocessors.masked_lm, noise_density=noise_density)]
     if objective == "electra":
-        return [
-            functools.partial(preprocessors.crop, length_key="inputs", reserve=2),
-            functools.partial(preprocessors.electra_inputs, noise_density=noise_density),
-        ]
+        return [functools.partial(preprocessors.electra_inputs, noise_density=noise_density)]
     raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
 
 
@@ -83,8 +72,7 @@ def register_objective_tasks(
             name,
             source=source,
             preprocessors=[
-                preprocessors.sequence_to_targets,
-                seqio.preprocessors.tokenize,
+                preprocessors.tokenize,
                 seqio.CacheDatasetPlaceholder(),
                 *_objective_preprocessors(objective, noise_density),
             ],

@@ -9,19 +9,43 @@ from prottrans_jax import preprocessors as pp
 SEED = tf.constant([3, 7], tf.int64)
 
 
-@pytest.mark.parametrize("length", [1, 5, 7, 100, 511])
-def test_select_exact_fraction_count(length):
-    mask = pp.select_exact_fraction(length, 0.15, SEED).numpy()
-    assert mask.shape == (length,)
-    assert mask.sum() == min(max(int(np.round(length * 0.15)), 1), length)
+LENGTHS = [1, 5, 7, 100, 511]
 
 
-def test_select_exact_fraction_depends_on_seed_only():
-    a = pp.select_exact_fraction(200, 0.15, SEED).numpy()
-    b = pp.select_exact_fraction(200, 0.15, SEED).numpy()
-    c = pp.select_exact_fraction(200, 0.15, tf.constant([3, 8], tf.int64)).numpy()
-    np.testing.assert_array_equal(a, b)
-    assert (a != c).any()
+def _ragged(lengths):
+    return tf.RaggedTensor.from_row_lengths(tf.range(sum(lengths), dtype=tf.int32), lengths)
+
+
+def test_ragged_select_exact_fraction_count_per_row():
+    mask = pp.ragged_select_exact_fraction(_ragged(LENGTHS), 0.15, SEED)
+    for n, row in zip(LENGTHS, mask.to_list()):
+        assert len(row) == n
+        assert sum(row) == min(max(int(np.round(n * 0.15)), 1), n)
+
+
+def test_ragged_select_exact_fraction_is_uniform_and_seeded():
+    rows = _ragged([50] * 2000)
+    mask = pp.ragged_select_exact_fraction(rows, 0.2, SEED).to_tensor().numpy()
+    # Every position is chosen with probability 0.2 (binomial sd ~0.009 per position over 2000 rows).
+    assert np.abs(mask.mean(0) - 0.2).max() < 0.05
+    again = pp.ragged_select_exact_fraction(rows, 0.2, SEED).to_tensor().numpy()
+    other = pp.ragged_select_exact_fraction(rows, 0.2, tf.constant([3, 8], tf.int64)).to_tensor().numpy()
+    np.testing.assert_array_equal(mask, again)
+    assert (mask != other).any()
+
+
+def test_ragged_random_crop_windows():
+    rows = _ragged([1000, 30, 1000])
+    flat_start = [0, 1000, 1030]
+    starts = set()
+    for s in range(10):
+        out = pp.ragged_random_crop(rows, 100, tf.constant([s, 1], tf.int64)).to_list()
+        assert [len(r) for r in out] == [100, 30, 100]
+        for r, base in zip(out, flat_start):
+            assert r == list(range(r[0], r[0] + len(r))) and r[0] >= base
+        assert out[1][0] == 1000, "rows shorter than the crop are kept whole"
+        starts.add(out[0][0])
+    assert len(starts) > 5
 
 
 def test_random_crop_is_a_contiguous_window_at_varying_offsets():
