@@ -24,6 +24,7 @@ setup(
         "h5py>=3.10",
         "sentencepiece>=0.2",
         "tqdm>=4.66",
+        "tensorboard>=2.16",  # TensorBoard event files from the trainer (tf.summary)
     ],
     extras_require={
         # HuggingFace interchange and parity tests. torch is pinned to the CPU build on local disk.

@@ -38,19 +38,30 @@ def _cmd_preview(args) -> int:
 
 
 def _cmd_quickstart(args) -> int:
-    """The README's main job; it grows as capabilities land (now: the data pipeline end to end)."""
+    """The README's main job; it grows as capabilities land (data pipeline, then a tiny pretraining run)."""
     from prottrans_jax import fasta, pipeline
+    from prottrans_jax import train as train_module
     from prottrans_jax_tasks import OBJECTIVES, corpus_glob
 
     glob = corpus_glob(args.corpus)
-    print(f"corpus {args.corpus!r}: {glob}")
+    print(f"== corpus {args.corpus!r}: {glob}")
     print(json.dumps(fasta.fasta_stats(glob), indent=2))
     for objective in OBJECTIVES:
         task = f"{args.corpus}_{objective}"
         print(f"\n== {task}: {args.num} examples at length {args.length}")
         for line in pipeline.preview_lines(task, args.num, args.length, seed=0):
             print(line)
-    return 0
+    print(f"\n== tiny ProtT5 pretraining ({args.steps} steps) into {args.model_dir}")
+    return train_module.main([
+        "--gin_file=runs/prot_t5_tiny.gin", f"--gin.MODEL_DIR='{args.model_dir}'",
+        f"--gin.MIXTURE_OR_TASK_NAME='{args.corpus}_prot_t5_denoise'", f"--gin.TRAIN_STEPS={args.steps}",
+    ])
+
+
+def _cmd_train(args, extra) -> int:
+    from prottrans_jax import train as train_module
+
+    return train_module.main(extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", default="demo")
     p.add_argument("--num", type=int, default=2)
     p.add_argument("--length", type=int, default=48)
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--model-dir", default="runs/quickstart", help="checkpoints and TensorBoard events")
     p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser(
+        "train", help="pretrain with gin files (same flags as python -m prottrans_jax.train)",
+        description="e.g. prottrans-jax train --gin_file=runs/prot_t5_tiny.gin --gin.MODEL_DIR=\"'runs/tiny'\"",
+    )
+    p.set_defaults(func=_cmd_train, passthrough=True)
     return parser
 
 
@@ -86,9 +105,11 @@ def main(argv=None) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.func(args)
+        return args.func(args, extra) if getattr(args, "passthrough", False) else args.func(args)
     except (ValueError, FileNotFoundError, OSError) as e:
         # User-caused errors (bad FASTA, missing path, unknown task) get one clear line, no traceback.
         print(f"prottrans-jax {args.command}: error: {e}", file=sys.stderr)

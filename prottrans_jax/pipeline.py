@@ -22,6 +22,18 @@ def objective_of(task_name: str) -> str:
     raise ValueError(f"cannot tell the objective of task {task_name!r}: its name should end with one of {OBJECTIVES}")
 
 
+def check_task(task_name: str) -> str:
+    """Returns the task's objective.
+
+    Raises:
+      ValueError: for a task that is not registered, naming the registered ones.
+    """
+    if task_name not in seqio.TaskRegistry.names():
+        known = ", ".join(sorted(seqio.TaskRegistry.names()))
+        raise ValueError(f"unknown task {task_name!r}; registered tasks: {known}")
+    return objective_of(task_name)
+
+
 def default_feature_lengths(objective: str, length: int) -> dict[str, int]:
     """Task feature lengths for an objective at sequence length ``length`` (ProtT5 used 512)."""
     if objective == "span_corruption":
@@ -49,10 +61,7 @@ def get_dataset(
     Raises:
       ValueError: for an unknown task, naming the registered ones.
     """
-    if task_name not in seqio.TaskRegistry.names():
-        known = ", ".join(sorted(seqio.TaskRegistry.names()))
-        raise ValueError(f"unknown task {task_name!r}; registered tasks: {known}")
-    objective = objective_of(task_name)
+    objective = check_task(task_name)
     ds = seqio.get_dataset(
         task_name,
         task_feature_lengths=dict(feature_lengths or default_feature_lengths(objective, length)),

@@ -1,0 +1,1 @@
+"""HuggingFace (PyTorch) interchange: per-family weight maps (tables), import and export."""

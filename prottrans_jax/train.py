@@ -1,0 +1,204 @@
+"""``python -m prottrans_jax.train --gin_file=F [--gin.NAME=VALUE ...]``: gin-configured pretraining (t5x-style flags).
+
+Run gins bind ``train_script.train.*`` (``from prottrans_jax import train as train_script``) and
+the t5x-named macros ``MODEL_DIR``, ``MIXTURE_OR_TASK_NAME``, ``TASK_FEATURE_LENGTHS``,
+``TRAIN_STEPS`` and ``BATCH_SIZE``; see gin/ for examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, Mapping, Optional, Sequence
+
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def train(
+    *,
+    model_dir: str,
+    model_config: Any,
+    mixture_or_task_name: str,
+    task_feature_lengths: Mapping[str, int],
+    train_steps: int,
+    batch_size: int,
+    mesh_shape: Optional[Mapping[str, int]] = None,
+    partitioning_rules: Any = "data",
+    optimizer: str = "adafactor",
+    optimizer_kwargs: Optional[Mapping[str, Any]] = None,
+    schedule: str = "rsqrt",
+    learning_rate: float = 1e-2,
+    warmup_steps: int = 10_000,
+    z_loss: float = 1e-4,
+    num_microbatches: int = 1,
+    pack: bool = False,
+    seed: int = 0,
+    log_every: int = 10,
+    eval_every: int = 0,
+    eval_batches: int = 10,
+    checkpoint_every: int = 1000,
+    keep_checkpoints: int = 3,
+    async_checkpoints: bool = True,
+    peak_flops_per_device: Optional[float] = None,
+    distributed: Optional[Mapping[str, Any]] = None,
+):
+    """Pretrains ``model_config`` on a SeqIO task, resuming from ``model_dir`` when it holds checkpoints.
+
+    Args:
+      model_dir: checkpoints (``checkpoint_<step>/``), TensorBoard events and the run config.
+      model_config: a model config (e.g. ``@configs.get_config()`` in gin).
+      mixture_or_task_name: registered SeqIO task, e.g. ``uniref50_prot_t5_denoise``.
+      task_feature_lengths: e.g. ``{"inputs": 512, "targets": 512}``.
+      train_steps: total optimizer steps (a resumed run continues up to this).
+      batch_size: global batch size (sequences per step, over all hosts).
+      mesh_shape: e.g. ``{"data": 2, "model": 4}``; -1 takes the remaining devices; default all data.
+      partitioning_rules: ``"data"``, ``"model"``, ``"fsdp"`` or a list of (logical, mesh axis) rules.
+      optimizer, optimizer_kwargs: ``adafactor`` | ``adamw`` | ``lamb`` and their options.
+      schedule, learning_rate, warmup_steps: ``rsqrt`` | ``linear`` | ``cosine`` | ``constant``.
+      z_loss: coefficient of the softmax normaliser penalty (encoder-decoder objectives).
+      num_microbatches: gradient accumulation steps per batch.
+      pack: pack several short proteins into one row.
+      seed: parameter init, dropout and data order.
+      log_every, eval_every, eval_batches: reporting (steps); eval reads the task's validation split.
+      checkpoint_every, keep_checkpoints, async_checkpoints: checkpointing.
+      peak_flops_per_device: for the MFU estimate (e.g. a measured matmul peak).
+      distributed: keyword arguments for ``jax.distributed.initialize`` (multi-host runs).
+    """
+    import jax
+
+    if distributed is not None:
+        jax.distributed.initialize(**distributed)
+    from prottrans_jax import (checkpoints, model_adapters, objectives, optimizers, partitioning, pipeline,
+                               trainer as trainer_lib, training_loop)
+
+    objective_name = pipeline.check_task(mixture_or_task_name)
+    module, logits_fn, init_inputs = model_adapters.adapt(model_config, objective_name, task_feature_lengths)
+    lr_fn = optimizers.make_schedule(schedule, learning_rate, warmup_steps, train_steps)
+    objective_cls = objectives.OBJECTIVE_FOR_TASK[objective_name]
+    objective = objective_cls(z_loss=z_loss) if objective_cls is objectives.EncoderDecoderObjective else objective_cls()
+    trainer = trainer_lib.Trainer(
+        module=module, logits_fn=logits_fn, objective=objective,
+        optimizer=optimizers.make_optimizer(optimizer, lr_fn, **dict(optimizer_kwargs or {})),
+        mesh=partitioning.make_mesh(mesh_shape), rules=partitioning_rules, init_inputs=init_inputs,
+        num_microbatches=num_microbatches, learning_rate_fn=lr_fn,
+    )
+    run_config = _run_config(model_config, optimizer, optimizer_kwargs, mixture_or_task_name)
+    checkpointer = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints, save_every=checkpoint_every,
+                                                 async_save=async_checkpoints)
+    state = _initial_state(trainer, checkpointer, run_config, seed)
+    skip = int(state.step)
+    batches = training_loop.host_batches(mixture_or_task_name, task_feature_lengths, batch_size, "train", seed, pack, skip)
+    eval_fn = lambda: training_loop.host_batches(  # noqa: E731
+        mixture_or_task_name, task_feature_lengths, batch_size, "validation", seed, pack, num_epochs=1)
+    loop_cfg = training_loop.LoopConfig(
+        model_dir=model_dir, train_steps=train_steps, log_every=log_every, eval_every=eval_every,
+        eval_batches=eval_batches, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+        async_checkpoints=async_checkpoints, peak_flops_per_device=peak_flops_per_device,
+    )
+    meta = {"config": run_config, "config_fingerprint": checkpoints.config_fingerprint(run_config),
+            "model": type(model_config).__name__}
+    try:
+        return training_loop.run(trainer, state, loop_cfg, batches, eval_fn if eval_every else None, meta, checkpointer)
+    finally:
+        checkpointer.close()
+
+
+def _run_config(model_config, optimizer, optimizer_kwargs, task) -> dict:
+    """The settings that fix parameter and optimizer-state shapes (a resumed run must match them)."""
+    fields = {k: str(v) for k, v in dataclasses.asdict(model_config).items()}
+    return {"model_class": type(model_config).__name__, **fields, "optimizer": optimizer,
+            "optimizer_kwargs": json.dumps(dict(optimizer_kwargs or {}), sort_keys=True, default=str)}
+
+
+def _initial_state(trainer, checkpointer, run_config: dict, seed: int):
+    from prottrans_jax import checkpoints
+
+    if checkpointer.latest_step() is None:
+        return trainer.init_state(seed)
+    state, meta = checkpointer.restore(
+        abstract_state=trainer.abstract_state(), expected_fingerprint=checkpoints.config_fingerprint(run_config),
+        expected_config=run_config,
+    )
+    print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
+    return state
+
+
+# ---------------------------------------------------------------------------------------
+# Command line (t5x's flag style).
+# ---------------------------------------------------------------------------------------
+
+
+def parse_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+    """Splits ``--gin_file``, ``--gin_search_paths``, ``--gin_bindings`` and ``--gin.NAME=VALUE`` flags.
+
+    Returns:
+      (gin files, bindings, search paths).
+
+    Raises:
+      ValueError: for any other flag, naming it.
+    """
+    files, bindings, paths = [], [], []
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        name, eq, value = arg.partition("=")
+        if not eq and name in ("--gin_file", "--gin_bindings", "--gin_search_paths") and args:
+            value = args.pop(0)
+        if name == "--gin_file":
+            files.append(value)
+        elif name == "--gin_bindings":
+            bindings.append(value)
+        elif name == "--gin_search_paths":
+            paths.extend(p for p in value.split(",") if p)
+        elif name.startswith("--gin."):
+            bindings.append(f"{name[len('--gin.'):]}={value}")
+        else:
+            raise ValueError(f"unknown flag {arg!r}; use --gin_file=F, --gin.NAME=VALUE, --gin_bindings, --gin_search_paths")
+    if not files:
+        raise ValueError("no --gin_file given; e.g. --gin_file=gin/runs/prot_t5_tiny.gin")
+    return files, bindings, paths
+
+
+def configure(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
+    """Parses gin files and bindings (our gin/ folder is always searched), with one clear error."""
+    import gin
+
+    for path in [GIN_DIR, os.getcwd(), *search_paths]:
+        gin.add_config_file_search_path(path)
+    try:
+        gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
+    except (ValueError, IOError, KeyError, NameError, ImportError) as e:
+        raise ValueError(f"gin configuration error: {e}") from None
+
+
+def run_configured():
+    """Calls :func:`train` with everything gin bound, checking required bindings first."""
+    import gin
+
+    configured = gin.get_configurable(train)
+    try:
+        return configured()
+    except TypeError as e:
+        # gin reports a missing required binding or an unknown argument as a TypeError at call time.
+        raise ValueError(f"gin configuration error in train(): {e}") from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        files, bindings, paths = parse_flags(sys.argv[1:] if argv is None else argv)
+        configure(files, bindings, paths)
+        run_configured()
+    except ValueError as e:
+        print(f"prottrans_jax.train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the module's registered copy (gin binds prottrans_jax.train.train, not __main__.train).
+    from prottrans_jax import train as _train_module
+
+    sys.exit(_train_module.main())
