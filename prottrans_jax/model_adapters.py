@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import jax
 import jax.numpy as jnp
 
+from prottrans_jax.models.albert import AlbertConfig, AlbertForMaskedLM
+from prottrans_jax.models.bert import BertConfig, BertForMaskedLM
 from prottrans_jax.models.configs import build_model
+from prottrans_jax.models.electra import ElectraPretrainingConfig, ElectraPretrainingModel
 from prottrans_jax.models.t5 import T5Config
 
 
@@ -34,10 +38,54 @@ def _t5_init_inputs(feature_lengths: Mapping[str, int]) -> dict:
     return {"encoder_input_tokens": enc, "decoder_input_tokens": dec, "decoder_target_tokens": dec, "enable_dropout": False}
 
 
+def _mlm_logits_fn(module) -> Callable:
+    def logits_fn(params, batch: Mapping[str, Any], rng, train: bool):
+        return module.apply(
+            {"params": params},
+            batch["encoder_input_tokens"],  # [batch, length]
+            segment_ids=batch.get("encoder_segment_ids"),
+            enable_dropout=train,
+            rngs={"dropout": rng} if train else None,
+        )  # -> [batch, length, vocab]
+
+    return logits_fn
+
+
+def _electra_logits_fn(module) -> Callable:
+    """-> ``(generator_logits, discriminate)`` as :class:`objectives.ElectraObjective` expects."""
+
+    def logits_fn(params, batch: Mapping[str, Any], rng, train: bool):
+        gen_rng, disc_rng = jax.random.split(rng)
+        common = dict(segment_ids=batch.get("encoder_segment_ids"), enable_dropout=train)
+        gen = module.apply({"params": params}, batch["encoder_input_tokens"], **common,
+                           method=module.generator_logits, rngs={"dropout": gen_rng} if train else None)
+
+        def discriminate(tokens):  # [batch, length] -> [batch, length] logits
+            return module.apply({"params": params}, tokens, **common, method=module.discriminator_logits,
+                                rngs={"dropout": disc_rng} if train else None)
+
+        return gen, discriminate
+
+    return logits_fn
+
+
+def _encoder_init_inputs(feature_lengths: Mapping[str, int]) -> dict:
+    return {"input_ids": jnp.ones((1, feature_lengths["inputs"]), jnp.int32)}
+
+
+def _electra_init_inputs(feature_lengths: Mapping[str, int]) -> dict:
+    return {"masked_input_ids": jnp.ones((1, feature_lengths["inputs"]), jnp.int32)}
+
+
+_MLM = ("bert_mlm",)
 _ADAPTERS: dict[type, tuple[Callable, Callable, tuple[str, ...]]] = {
     # config class -> (logits_fn builder, init-inputs builder, objectives it can train)
     T5Config: (_t5_logits_fn, _t5_init_inputs, ("prot_t5_denoise", "span_corruption")),
+    BertConfig: (_mlm_logits_fn, _encoder_init_inputs, _MLM),
+    AlbertConfig: (_mlm_logits_fn, _encoder_init_inputs, _MLM),
+    ElectraPretrainingConfig: (_electra_logits_fn, _electra_init_inputs, ("electra",)),
 }
+_MODULES = {BertConfig: BertForMaskedLM, AlbertConfig: AlbertForMaskedLM, ElectraPretrainingConfig: ElectraPretrainingModel}
 
 
 def register_adapter(config_cls: type, logits_fn_builder: Callable, init_inputs: Callable, objectives: tuple[str, ...]):
@@ -58,5 +106,5 @@ def adapt(config: Any, objective: str, feature_lengths: Mapping[str, int]):
         raise ValueError(
             f"a {type(config).__name__} model cannot train the {objective!r} objective; it trains {objectives}"
         )
-    module = build_model(config)
+    module = _MODULES[type(config)](config) if type(config) in _MODULES else build_model(config)
     return module, build_logits(module), build_inputs(feature_lengths)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
 from typing import Any, Mapping, Optional, Sequence
@@ -66,6 +67,8 @@ def train(
       peak_flops_per_device: for the MFU estimate (e.g. a measured matmul peak).
       distributed: keyword arguments for ``jax.distributed.initialize`` (multi-host runs).
     """
+    _check_required(model_dir=model_dir, model_config=model_config, mixture_or_task_name=mixture_or_task_name,
+                    task_feature_lengths=task_feature_lengths, train_steps=train_steps, batch_size=batch_size)
     import jax
 
     if distributed is not None:
@@ -103,6 +106,22 @@ def train(
         return training_loop.run(trainer, state, loop_cfg, batches, eval_fn if eval_every else None, meta, checkpointer)
     finally:
         checkpointer.close()
+
+
+_MACROS = {"model_dir": "MODEL_DIR", "model_config": "MODEL_CONFIG", "mixture_or_task_name": "MIXTURE_OR_TASK_NAME",
+           "task_feature_lengths": "TASK_FEATURE_LENGTHS", "train_steps": "TRAIN_STEPS", "batch_size": "BATCH_SIZE"}
+
+
+def _check_required(**values):
+    """Fails before any work when a required macro was left at %gin.REQUIRED."""
+    import gin
+
+    # gin deep-copies bound values, so a macro left at %gin.REQUIRED arrives as a copy of its bare object().
+    missing = [_MACROS[k] for k, v in values.items() if v is gin.REQUIRED or type(v) is object]
+    if missing:
+        raise ValueError(
+            f"required gin setting(s) not given: {', '.join(missing)}; e.g. --gin.{missing[0]}=... on the command line"
+        )
 
 
 def _run_config(model_config, optimizer, optimizer_kwargs, task) -> dict:
@@ -167,10 +186,21 @@ def configure(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
 
     for path in [GIN_DIR, os.getcwd(), *search_paths]:
         gin.add_config_file_search_path(path)
+    quiet = _DropGinPathNoise()
+    logging.getLogger().addFilter(quiet)
     try:
         gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
     except (ValueError, IOError, KeyError, NameError, ImportError) as e:
         raise ValueError(f"gin configuration error: {e}") from None
+    finally:
+        logging.getLogger().removeFilter(quiet)
+
+
+class _DropGinPathNoise(logging.Filter):
+    """gin logs an ERROR for every search path that lacks an included file before finding it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Path not found")
 
 
 def run_configured():

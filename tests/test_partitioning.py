@@ -84,7 +84,7 @@ def test_init_sharded_places_params_directly(setup):
     fresh = partitioning.init_sharded(model, jax.random.key(0), mesh, "fsdp")
     shardings = partitioning.params_shardings(model, mesh, "fsdp")
     jax.tree_util.tree_map(lambda x, s: assert_same_sharding(x, s), fresh, shardings)
-    jax.tree_util.tree_map(lambda x, p: x.shape == p.shape, fresh, params)
+    assert jax.tree_util.tree_map(lambda x: x.shape, fresh) == jax.tree_util.tree_map(lambda x: x.shape, params)
     assert fresh["encoder"]["layers_0"]["mlp"]["wi"]["kernel"].addressable_shards[0].data.shape == (16, 32)
 
 

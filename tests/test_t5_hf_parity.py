@@ -301,3 +301,17 @@ def test_pytorch_bin_checkpoints_import(tmp_path, gated_case, batch):
     config, params = import_t5(legacy)
     ours = ours_forward(config, params, *batch)
     assert max_diff(ours["logits"], ref["logits"], batch[2] > 0) < TOL
+
+
+def test_bfloat16_export(tmp_path, relu_case):
+    import ml_dtypes
+
+    _, _, path, _ = relu_case
+    config, params = import_t5(path)
+    out = export_t5(config, params, tmp_path / "bf16", dtype="bfloat16")
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    loaded = transformers.T5ForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
+    rounded = params["token_embedder"]["embedding"].astype(ml_dtypes.bfloat16).astype(np.float32)
+    np.testing.assert_array_equal(loaded.shared.weight.detach().numpy(), rounded)
+    _, again = import_t5(out)
+    np.testing.assert_array_equal(again["token_embedder"]["embedding"], rounded)

@@ -325,7 +325,8 @@ def resolve_architecture(hf_config: Mapping[str, Any], family: str | None = None
       ValueError: ``family`` is not a known name.
     """
     if family is not None and family not in ARCHITECTURES and family not in BASE_ARCHITECTURE:
-        raise ValueError(f"unknown family {family!r}; expected one of {sorted(ARCHITECTURES) + sorted(BASE_ARCHITECTURE)}")
+        known = sorted(ARCHITECTURES) + sorted(BASE_ARCHITECTURE)
+        raise ValueError(f"unknown family {family!r}; expected one of {known}")
     model_type = hf_config.get("model_type")
     declared = (hf_config.get("architectures") or [None])[0]
     wanted_type = ARCHITECTURES[family].model_type if family in ARCHITECTURES else family
@@ -506,7 +507,9 @@ def export_hf(family: str, config: BertConfig, params: Mapping, out_dir: str | p
     tensors = {}
     for hf_name, our_path, transform in weight_map(arch, config):
         if our_path not in flat:
-            raise CheckpointError(f"params: {our_path!r} is missing (needed for {hf_name!r}, {_describe(arch, config)})")
+            raise CheckpointError(
+                f"params: {our_path!r} is missing (needed for {hf_name!r}, {_describe(arch, config)})"
+            )
         value = np.asarray(jax.device_get(flat[our_path]), np.float32)
         if value.shape != expected[our_path]:
             raise CheckpointError(f"params: {our_path!r} has shape {value.shape}, expected {expected[our_path]} "

@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from prottrans_jax.models.albert import AlbertConfig
-from prottrans_jax.models.bert import BertConfig
-from prottrans_jax.models.electra import ElectraConfig, ElectraPretrainingConfig
+from flax import linen as nn
+
+from prottrans_jax.models.albert import AlbertConfig, AlbertForMaskedLM, AlbertModel
+from prottrans_jax.models.bert import BertConfig, BertForMaskedLM, BertModel
+from prottrans_jax.models.electra import (
+    ElectraConfig,
+    ElectraForPreTraining,
+    ElectraModel,
+    ElectraPretrainingConfig,
+    ElectraPretrainingModel,
+)
 
 # ProtBert / ProtBert-BFD: released config.json (Rostlab/prot_bert, prot_bert_bfd).
 _PROT_BERT = dict(
@@ -113,3 +121,26 @@ def get_encoder_config(name: str, **overrides: Any) -> Any:
         raise KeyError(f"unknown encoder config {name!r}; known: {', '.join(sorted(ENCODER_CONFIGS))}")
     config = ENCODER_CONFIGS[name]()
     return config.replace(**overrides) if overrides else config
+
+
+def build_encoder_model(config: Any, encoder_only: bool = False) -> nn.Module:
+    """The Linen module for one of these configs (``encoder_only``: the bare encoder, for embeddings).
+
+    BertConfig -> BertForMaskedLM / BertModel; AlbertConfig -> AlbertForMaskedLM / AlbertModel;
+    ElectraConfig -> ElectraForPreTraining (discriminator) / ElectraModel;
+    ElectraPretrainingConfig -> ElectraPretrainingModel / the discriminator's ElectraModel.
+
+    Raises:
+      TypeError: for another config class.
+    """
+    if isinstance(config, ElectraPretrainingConfig):
+        return ElectraModel(config.discriminator) if encoder_only else ElectraPretrainingModel(config)
+    table = {
+        BertConfig: (BertModel, BertForMaskedLM),
+        AlbertConfig: (AlbertModel, AlbertForMaskedLM),
+        ElectraConfig: (ElectraModel, ElectraForPreTraining),
+    }
+    if type(config) not in table:
+        raise TypeError(f"no BERT-family model for {type(config).__name__}")
+    encoder_cls, full_cls = table[type(config)]
+    return encoder_cls(config) if encoder_only else full_cls(config)

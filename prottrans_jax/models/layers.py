@@ -30,44 +30,31 @@ MASK_BIAS = -1e10
 
 
 def with_logical_constraint(x: Array, axes: Sequence[str | None]) -> Array:
-    """Constrains an activation's sharding by logical axis names (no-op without rules and a mesh).
-
-    Args:
-      x: the activation.
-      axes: one logical name (or None) per dimension of ``x``.
-
-    Returns:
-      ``x``, with a sharding constraint when logical axis rules and a mesh are in context.
-    """
+    """Constrains ``x``'s sharding by one logical name (or None) per dimension; no-op without rules/mesh."""
     return nn_partitioning.with_sharding_constraint(x, tuple(axes))
 
 
+_TANH_GELU = functools.partial(jax.nn.gelu, approximate=True)
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": jax.nn.relu,
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # exact (erf): BERT
+    "gelu_new": _TANH_GELU,  # tanh approximation: T5 v1.1's gated-gelu
+    "gelu_tanh": _TANH_GELU,
+    "gelu_pytorch_tanh": _TANH_GELU,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+    "linear": lambda x: x,
+}
+
+
 def get_activation(name: str | Callable) -> Callable[[Array], Array]:
-    """Maps an activation name as HF/t5x spell it to a function.
-
-    Args:
-      name: 'relu', 'gelu' (exact, BERT), 'gelu_new'/'gelu_tanh'/'gelu_pytorch_tanh' (tanh approximation,
-        T5 v1.1), 'silu'/'swish', 'tanh', 'linear', or a callable.
-
-    Returns:
-      The elementwise function.
-    """
+    """Maps an activation name as HF/t5x spell it (see ``ACTIVATIONS``), or a callable, to a function."""
     if callable(name):
         return name
-    table = {
-        "relu": jax.nn.relu,
-        "gelu": functools.partial(jax.nn.gelu, approximate=False),
-        "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
-        "gelu_tanh": functools.partial(jax.nn.gelu, approximate=True),
-        "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
-        "silu": jax.nn.silu,
-        "swish": jax.nn.silu,
-        "tanh": jnp.tanh,
-        "linear": lambda x: x,
-    }
-    if name not in table:
-        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(table)}")
-    return table[name]
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
 
 
 def _canonicalize_tuple(x: int | Sequence[int]) -> tuple[int, ...]:
