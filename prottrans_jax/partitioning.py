@@ -136,7 +136,25 @@ def params_shardings(module: nn.Module, mesh: Mesh, rules, *init_args, **init_kw
     if not init_args and not init_kwargs:
         init_kwargs = module.dummy_inputs()
     abstract = abstract_variables(module, *init_args, **init_kwargs)
-    return logical_to_shardings(logical_axes(abstract), mesh, get_rules(rules))
+    shardings = logical_to_shardings(logical_axes(abstract), mesh, get_rules(rules))
+    return jax.tree_util.tree_map(fit_to_shape, shardings, unbox(abstract["params"]))
+
+
+def fit_to_shape(sharding: NamedSharding, shaped: Any) -> NamedSharding:
+    """Replicates the dimensions whose size the assigned mesh axes do not divide.
+
+    E.g. ProtBert's 30-token vocabulary cannot be split over a 4-way 'model' axis: that one
+    dimension stays whole while the rest of the model is still sharded.
+    """
+    spec = list(sharding.spec) + [None] * (len(shaped.shape) - len(sharding.spec))
+    for dim, axes in enumerate(spec):
+        if axes is None:
+            continue
+        names = axes if isinstance(axes, tuple) else (axes,)
+        ways = int(np.prod([sharding.mesh.shape[name] for name in names]))
+        if shaped.shape[dim] % ways:
+            spec[dim] = None
+    return NamedSharding(sharding.mesh, PartitionSpec(*spec))
 
 
 def init_sharded(module: nn.Module, rng: jax.Array, mesh: Mesh, rules, *init_args, **init_kwargs) -> Any:

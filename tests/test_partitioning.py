@@ -122,3 +122,19 @@ def _axis_size(mesh, spec_entry):
         return 1
     names = spec_entry if isinstance(spec_entry, tuple) else (spec_entry,)
     return int(np.prod([mesh.shape[n] for n in names]))
+
+
+def test_undividable_dimensions_stay_whole_under_model_parallelism():
+    """ProtBert's 30-token vocabulary over a 4-way 'model' axis: replicated there, the rest sharded."""
+    from prottrans_jax.models import configs
+
+    config = configs.get_config("prot_bert_tiny")
+    module = configs.build_model(config)
+    mesh = partitioning.make_mesh({"data": 2, "model": 4})
+    shardings = partitioning.params_shardings(module, mesh, "model")
+    word = shardings["embeddings"]["word_embeddings"]["embedding"]
+    assert config.vocab_size % 4 and all(axis is None for axis in word.spec)
+    wi = shardings["encoder"]["layers_0"]["mlp"]["wi"]["kernel"]
+    assert "model" in str(wi.spec)
+    params = partitioning.init_sharded(module, jax.random.key(0), mesh, "model")
+    assert params["embeddings"]["word_embeddings"]["embedding"].shape[0] == 30

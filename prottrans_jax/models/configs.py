@@ -91,7 +91,9 @@ def count_params(module_or_config: Any, *init_args, encoder_only: bool = False, 
     return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(shapes["params"])))
 
 
-register_model_builder(T5Config, lambda cfg, encoder_only: T5EncoderModel(cfg) if encoder_only else T5EncoderDecoder(cfg))
+register_model_builder(
+    T5Config, lambda cfg, encoder_only: T5EncoderModel(cfg) if encoder_only else T5EncoderDecoder(cfg)
+)
 
 # ---------------------------------------------------------------------------------------
 # ProtT5. The released config.json has no `tie_word_embeddings`, so transformers applies its default
@@ -145,3 +147,17 @@ def prot_t5_tiny() -> T5Config:
 
 
 register_config("prot_t5_xl_uniref50", prot_t5_xl_u50)
+
+# ---------------------------------------------------------------------------------------
+# The encoder families (ProtBert, ProtAlbert, ProtElectra) join the same registry, so one
+# `get_config(name)` (and one gin binding) serves every model.
+# ---------------------------------------------------------------------------------------
+from prottrans_jax.models import encoder_configs  # noqa: E402  (after the T5 registrations above)
+from prottrans_jax.models.albert import AlbertConfig  # noqa: E402
+from prottrans_jax.models.bert import BertConfig  # noqa: E402
+from prottrans_jax.models.electra import ElectraConfig, ElectraPretrainingConfig  # noqa: E402
+
+for _name, _factory in encoder_configs.ENCODER_CONFIGS.items():
+    register_config(_name, _factory)
+for _cls in (BertConfig, AlbertConfig, ElectraConfig, ElectraPretrainingConfig):
+    register_model_builder(_cls, encoder_configs.build_encoder_model)

@@ -161,9 +161,10 @@ class LayerNorm(nn.Module):
         mean = jnp.mean(x, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
         y = (x - mean) * lax.rsqrt(var + self.epsilon)
-        features = (x.shape[-1],)
-        scale = nn_partitioning.param_with_axes("scale", nn.initializers.ones, features, self.param_dtype, axes=("embed",))
-        bias = nn_partitioning.param_with_axes("bias", nn.initializers.zeros, features, self.param_dtype, axes=("embed",))
+        param = functools.partial(nn_partitioning.param_with_axes, shape=(x.shape[-1],), dtype=self.param_dtype,
+                                  axes=("embed",))
+        scale = param("scale", nn.initializers.ones)
+        bias = param("bias", nn.initializers.zeros)
         return jnp.asarray(y * jnp.asarray(scale, jnp.float32) + jnp.asarray(bias, jnp.float32), self.dtype)
 
 

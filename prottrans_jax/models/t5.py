@@ -170,6 +170,7 @@ class T5DecoderLayer(nn.Module):
         y = _attention(cfg, "encoder_decoder_attention")(y, encoded, encoder_decoder_mask, deterministic=deterministic)
         y = dropout()(y, deterministic=deterministic) + x
         z = norm(name="pre_mlp_layer_norm")(y)
+        # [batch, length, embed] -> [batch, length, embed]
         z = _mlp(cfg)(z, deterministic=deterministic)
         z = dropout()(z, deterministic=deterministic) + y
         z = with_logical_constraint(z, ("batch", "length", "embed"))
