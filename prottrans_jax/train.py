@@ -72,6 +72,8 @@ def train(
     import jax
 
     if distributed is not None:
+        # CPU hosts need a collectives backend for cross-process arrays (TPU/GPU bring their own).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(**distributed)
     from prottrans_jax import (checkpoints, model_adapters, objectives, optimizers, partitioning, pipeline,
                                trainer as trainer_lib, training_loop)
