@@ -131,7 +131,12 @@ def main():
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--jax-variants", default="base", help="comma list of variants: base, bf16, scan, remat, bf16+scan")
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--xla-flags", default=None,
+                        help="XLA_FLAGS for this run (default: prottrans_jax.train's CPU default, oneDNN matmuls)")
     args = parser.parse_args()
+    from prottrans_jax.train import default_cpu_xla_flags
+
+    os.environ["XLA_FLAGS"] = args.xla_flags if args.xla_flags is not None else default_cpu_xla_flags()
     batch = random_batch(args.batch, args.length)
     tokens = args.batch * 2 * args.length
     peak32 = matmul_peak_gflops("float32")

@@ -1,6 +1,9 @@
 """Trainer on 8 fake CPU devices with the real demo corpus: learning, meshes, microbatching, resume, gin errors."""
 
 import itertools
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -96,11 +99,28 @@ def _params_at(model_dir):
     return state, meta
 
 
-def test_killed_and_resumed_run_equals_uninterrupted(real_task, tmp_path):
+def test_killed_and_resumed_run_equals_uninterrupted(real_task, tmp_path, demo_corpus, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
-    assert train.main(_gin_args(full, 10)) == 0
-    # "Kill" at step 6: a run told to stop there, then a fresh process-like restart to step 10.
-    assert train.main(_gin_args(part, 6)) == 0
+    assert train.main(_gin_args(full, 10, ["--gin.EVAL_EVERY=5", "--gin.train_script.train.eval_batches=2"])) == 0
+    out = capsys.readouterr().out
+    assert "[eval step 5]" in out and "targets/accuracy" in out and "tokens_per_s" in out
+    # A real SIGTERM (TPU preemption) to a training process: it saves where it is and exits cleanly.
+    worker = (
+        "import sys, prottrans_jax_tasks; from prottrans_jax import train; "
+        f"prottrans_jax_tasks.register_fasta_tasks('trdemo', {str(demo_corpus)!r}, objectives=('prot_t5_denoise',)); "
+        "sys.exit(train.main(sys.argv[1:]))"
+    )
+    args = _gin_args(part, 1000, ["--gin.train_script.train.log_every=1"])
+    proc = subprocess.Popen([sys.executable, "-c", worker, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, cwd=train.GIN_DIR)
+    for line in proc.stdout:
+        if line.startswith("[train step 3]"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, rest
+    killed_at = max(int(p.name.split("_")[1]) for p in part.glob("checkpoint_*"))
+    assert 3 <= killed_at < 10, killed_at
     assert train.main(_gin_args(part, 10)) == 0
     (a, meta_a), (b, meta_b) = _params_at(full), _params_at(part)
     assert int(a["step"]) == int(b["step"]) == 10 and meta_b["data_position"] == 10
@@ -177,3 +197,24 @@ def test_electra_trains_generator_and_discriminator(real_mlm_tasks):
     assert last["generator/loss"] < first["generator/loss"]
     assert 0.5 < last["discriminator/accuracy"] <= 1.0
     assert set(state.params) == {"embeddings", "generator", "discriminator"}, "one shared embedding block"
+
+
+def test_schedules_and_optimizers():
+    rsqrt = optimizers.make_schedule("rsqrt", 0.01, warmup_steps=100)
+    assert float(rsqrt(0)) == float(rsqrt(100)) == pytest.approx(0.01)
+    assert float(rsqrt(400)) == pytest.approx(0.005)
+    linear = optimizers.make_schedule("linear", 1.0, warmup_steps=10, total_steps=110)
+    assert [float(linear(s)) for s in (0, 5, 10, 60, 110)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+    cosine = optimizers.make_schedule("cosine", 1.0, warmup_steps=10, total_steps=110)
+    assert float(cosine(10)) == pytest.approx(1.0) and float(cosine(60)) == pytest.approx(0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="total_steps"):
+        optimizers.make_schedule("cosine", 1.0, warmup_steps=10)
+    params = {"w": jax.numpy.ones((256, 256)), "b": jax.numpy.ones((256,))}
+    grads = jax.tree_util.tree_map(lambda x: 100.0 * x, params)
+    for name in optimizers.OPTIMIZERS:
+        opt = optimizers.make_optimizer(name, optimizers.make_schedule("constant", 1e-3), clip_norm=1.0)
+        updates, _ = opt.update(grads, opt.init(params), params)
+        assert all(np.isfinite(np.asarray(u)).all() for u in jax.tree_util.tree_leaves(updates))
+        assert float(optimizers.optax.global_norm(updates)) > 0
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        optimizers.make_optimizer("sgdd")
