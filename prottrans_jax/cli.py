@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=2)
     p.add_argument("--length", type=int, default=48)
     p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--model-dir", default="runs/quickstart", help="checkpoints and TensorBoard events")
+    p.add_argument("--model-dir", default="quickstart_run", help="checkpoints and TensorBoard events")
     p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser(

@@ -190,6 +190,7 @@ def configure(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
 
     for path in [GIN_DIR, os.getcwd(), *search_paths]:
         gin.add_config_file_search_path(path)
+    _drop_package_resource_reader()
     quiet = _DropGinPathNoise()
     logging.getLogger().addFilter(quiet)
     try:
@@ -198,6 +199,18 @@ def configure(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
         raise ValueError(f"gin configuration error: {e}") from None
     finally:
         logging.getLogger().removeFilter(quiet)
+
+
+def _drop_package_resource_reader():
+    """Stops gin reading 'runs/x.gin' as file x.gin of a Python package 'runs'.
+
+    gin's resource reader imports the path's folder as a package; a plain folder of that name in
+    the working directory (say ./runs or ./models) is a namespace package without a file, and gin
+    then crashes instead of trying the next search path. Our gin files are plain files.
+    """
+    import gin.config
+
+    gin.config._FILE_READERS[:] = [r for r in gin.config._FILE_READERS if r[0].__module__ != "gin.resource_reader"]
 
 
 class _DropGinPathNoise(logging.Filter):
