@@ -64,7 +64,8 @@ def train(
       seed: parameter init, dropout and data order.
       log_every, eval_every, eval_batches: reporting (steps); eval reads the task's validation split.
       checkpoint_every, keep_checkpoints, async_checkpoints: checkpointing.
-      peak_flops_per_device: for the MFU estimate (e.g. a measured matmul peak).
+      peak_flops_per_device: for the MFU estimate; default: the vendor peak of known TPUs/GPUs, or a
+        matmul peak measured at start-up on CPU. 0 turns the estimate (and its extra compile) off.
       distributed: keyword arguments for ``jax.distributed.initialize`` (multi-host runs).
     """
     _check_required(model_dir=model_dir, model_config=model_config, mixture_or_task_name=mixture_or_task_name,

@@ -173,7 +173,7 @@ class Trainer:
             return self._eval_step(state.params, batch)
 
     def step_flops(self, state: TrainState, batch) -> float | None:
-        """FLOPs of one compiled train step from XLA's cost analysis (None when unavailable)."""
+        """FLOPs per device of one compiled train step, from XLA's cost analysis (None when unavailable)."""
         try:
             with partitioning.mesh_context(self.mesh, self.rules):
                 cost = jax.jit(self._train_step_fn).lower(state, batch).compile().cost_analysis()

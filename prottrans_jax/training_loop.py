@@ -103,6 +103,10 @@ def run(trainer, state, cfg: LoopConfig, train_batches: Iterator[dict], eval_bat
     arrives (TPU preemption), then returns early.
     """
     writer = MetricsWriter(cfg.model_dir, cfg.tensorboard)
+    if cfg.peak_flops_per_device is None:
+        from prottrans_jax import device_peaks
+
+        cfg = dataclasses.replace(cfg, peak_flops_per_device=device_peaks.peak_flops_per_device())
     preemption = checkpoints.install_preemption_handler()
     step = int(state.step)
     acc, tokens, t0, flops = None, 0, time.perf_counter(), None
@@ -145,5 +149,6 @@ def _report(acc: dict, steps: int, tokens_per_s: float, step_time: float, flops:
     if lr is not None:
         values["learning_rate"] = float(lr) / steps
     if flops and cfg.peak_flops_per_device:
-        values["mfu"] = flops / step_time / (cfg.peak_flops_per_device * jax.device_count())
+        # XLA's cost analysis of the partitioned step counts one device's share of the work.
+        values["mfu"] = flops / step_time / cfg.peak_flops_per_device
     return values
