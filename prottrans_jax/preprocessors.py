@@ -16,7 +16,7 @@ Feature conventions (before seqio's feature converters):
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping
 
 import seqio
 import tensorflow as tf

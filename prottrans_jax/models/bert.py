@@ -17,7 +17,7 @@ from prottrans_jax.models.layers import with_logical_constraint
 
 Array = jax.Array
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+REMAT_POLICIES = layers.REMAT_POLICIES
 HIDDEN_AXES = ("batch", "length", "embed")
 
 
@@ -95,15 +95,6 @@ class BertConfig:
 def normal_init(config: BertConfig) -> layers.Initializer:
     """HF's initializer: normal with std ``initializer_range``."""
     return nn.initializers.normal(stddev=config.initializer_range)
-
-
-def remat_policy(name: str):
-    """``jax.checkpoint`` policy for a ``remat_policy`` name (None: save nothing)."""
-    return {
-        "full": None,
-        "dots": jax.checkpoint_policies.checkpoint_dots,
-        "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    }[name]
 
 
 def positions_from_segments(segment_ids: Array) -> Array:
@@ -258,7 +249,7 @@ def maybe_remat(layer_cls: type[nn.Module], config: BertConfig) -> type[nn.Modul
     if config.remat_policy == "none":
         return layer_cls
     # Flax counts `self` as argument 0: (self, inputs, mask, deterministic) -> deterministic is 3.
-    return nn.remat(layer_cls, policy=remat_policy(config.remat_policy), prevent_cse=not config.scan_layers,
+    return nn.remat(layer_cls, policy=layers.remat_policy(config.remat_policy), prevent_cse=not config.scan_layers,
                     static_argnums=(3,))
 
 

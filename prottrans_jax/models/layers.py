@@ -29,6 +29,19 @@ default_relpos_init = nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"
 MASK_BIAS = -1e10
 
 
+# Names accepted by a config's ``remat_policy`` (what ``jax.checkpoint`` saves in the backward pass).
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+
+
+def remat_policy(name: str):
+    """``jax.checkpoint`` policy for a ``remat_policy`` name (None: save nothing, recompute all)."""
+    return {
+        "full": None,
+        "dots": jax.checkpoint_policies.checkpoint_dots,
+        "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    }[name]
+
+
 def with_logical_constraint(x: Array, axes: Sequence[str | None]) -> Array:
     """Constrains ``x``'s sharding by one logical name (or None) per dimension; no-op without rules/mesh."""
     return nn_partitioning.with_sharding_constraint(x, tuple(axes))

@@ -16,7 +16,7 @@ from prottrans_jax.models.layers import with_logical_constraint
 
 Array = jax.Array
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+REMAT_POLICIES = layers.REMAT_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,14 +101,6 @@ class T5Config:
     def replace(self, **changes) -> T5Config:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
-
-
-def _remat_policy(name: str):
-    return {
-        "full": None,
-        "dots": jax.checkpoint_policies.checkpoint_dots,
-        "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    }[name]
 
 
 class T5EncoderLayer(nn.Module):
@@ -218,7 +210,7 @@ def _run_layers(parent: nn.Module, layer_cls, num_layers: int, x, args: tuple, s
     cfg = parent.config
     if cfg.remat_policy != "none":
         layer_cls = nn.remat(
-            layer_cls, policy=_remat_policy(cfg.remat_policy), prevent_cse=not cfg.scan_layers,
+            layer_cls, policy=layers.remat_policy(cfg.remat_policy), prevent_cse=not cfg.scan_layers,
             # Flax counts `self` as argument 0 and `x` is argument 1.
             static_argnums=tuple(2 + i for i in static_args),
         )
