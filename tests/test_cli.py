@@ -41,3 +41,8 @@ def test_cli_and_fasta_validation_do_not_load_tensorflow(demo_corpus):
         "assert rc == 0 and 'tensorflow' not in sys.modules and 'jax' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_train_subcommand_passes_gin_flags_through(capsys):
+    assert cli.main(["train", "--gin_file=runs/prot_t5_tiny.gin"]) == 2
+    assert "MODEL_DIR" in capsys.readouterr().err
