@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 
@@ -18,6 +17,7 @@ from prottrans_jax import alphabet  # noqa: E402
 from prottrans_jax.hf import encoder_maps as em  # noqa: E402
 from prottrans_jax.hf.common import CheckpointError  # noqa: E402
 from prottrans_jax.models import layers  # noqa: E402
+from proteins import read_proteins
 
 TOL = 1e-4
 CROP_LENGTHS = (47, 30, 12, 5)  # residues per sequence; +[CLS]/[SEP], padded to the longest
@@ -31,22 +31,6 @@ FAMILIES = {
     "ElectraForPreTraining": ("ElectraConfig", {"embedding_size": 24}),
     "ElectraForMaskedLM": ("ElectraConfig", {"embedding_size": 32, "hidden_size": 16, "num_attention_heads": 2}),
 }
-
-
-def read_proteins(path, n):
-    """First ``n`` sequences of a gzipped FASTA file (plain Python)."""
-    seqs, cur = [], []
-    with gzip.open(path, "rt") as fh:
-        for line in fh:
-            if line.startswith(">"):
-                if cur:
-                    seqs.append("".join(cur))
-                cur = []
-                if len(seqs) == n:
-                    break
-            else:
-                cur.append(line.strip())
-    return seqs
 
 
 @pytest.fixture(scope="module")

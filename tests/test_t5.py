@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gzip
 
 import jax
 import jax.numpy as jnp
@@ -15,22 +14,7 @@ from prottrans_jax import alphabet
 from prottrans_jax.models import layers
 from prottrans_jax.models.configs import count_params, get_config, list_configs
 from prottrans_jax.models.t5 import T5Config, T5EncoderDecoder, T5EncoderModel
-
-
-def read_proteins(path, n):
-    """First ``n`` sequences of a gzipped FASTA file (plain Python)."""
-    seqs, cur = [], []
-    with gzip.open(path, "rt") as fh:
-        for line in fh:
-            if line.startswith(">"):
-                if cur:
-                    seqs.append("".join(cur))
-                    if len(seqs) == n:
-                        break
-                cur = []
-            else:
-                cur.append(line.strip())
-    return seqs
+from proteins import read_proteins
 
 
 def encode(seq, n):

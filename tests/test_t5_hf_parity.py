@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import shutil
 
@@ -20,6 +19,7 @@ from prottrans_jax.hf.t5_map import export_t5, import_t5, t5_config_from_hf  # n
 from prottrans_jax.models import layers  # noqa: E402
 from prottrans_jax.models.configs import get_config  # noqa: E402
 from prottrans_jax.models.t5 import T5EncoderDecoder, T5EncoderModel  # noqa: E402
+from proteins import read_proteins
 
 TOL = 1e-4
 CROP_LENGTHS = (6, 19, 33, 47)  # several lengths, padded to the longest (+ </s>)
@@ -32,24 +32,6 @@ VARIANTS = {
     "v1_1_gated_untied": (dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False), True),
     "relu_tied": (dict(feed_forward_proj="relu", tie_word_embeddings=True), False),
 }
-
-
-def read_proteins(path, n):
-    """First ``n`` sequences of a gzipped FASTA file (plain Python)."""
-    seqs, cur = [], []
-    with gzip.open(path, "rt") as fh:
-        for line in fh:
-            if line.startswith(">"):
-                if cur:
-                    seqs.append("".join(cur))
-                    if len(seqs) == n:
-                        break
-                cur = []
-            else:
-                cur.append(line.strip())
-    if cur and len(seqs) < n:
-        seqs.append("".join(cur))
-    return seqs
 
 
 def protein_batch(demo_corpus, lengths=CROP_LENGTHS):
