@@ -7,7 +7,7 @@ import dataclasses
 import jax
 from flax import linen as nn
 
-from prottrans_jax.models.bert import BertConfig, BertLayer, BertModel, TiedLMHead, apply_head, maybe_remat
+from prottrans_jax.models.bert import BertConfig, BertForMaskedLM, BertLayer, BertModel, maybe_remat
 
 Array = jax.Array
 
@@ -100,22 +100,12 @@ class AlbertModel(BertModel):
         return AlbertEncoder(self.config)
 
 
-class AlbertForMaskedLM(AlbertModel):
+class AlbertForMaskedLM(AlbertModel, BertForMaskedLM):
     """ALBERT with HF's MLM head: ``predictions/{dense [H, E], layer_norm [E], output_bias [vocab]}``, tied decoder.
+
+    The head and ``__call__`` are :class:`BertForMaskedLM`'s; the encoder is :class:`AlbertModel`'s.
 
     Attributes:
       config: model config.
       shared_embeddings: see :class:`BertModel`.
     """
-
-    def setup(self):
-        super().setup()
-        cfg = self.config
-        self.predictions = TiedLMHead(cfg, cfg.embedding_dim, cfg.hidden_act, self.embedder)
-
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, segment_ids=None,
-                 *, enable_dropout=False, output_hidden_states=False):
-        """MLM logits ``[batch, length, vocab]`` (float32), or ``(logits, hidden_states)``; args as ``encode``."""
-        out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, segment_ids,
-                          enable_dropout=enable_dropout, output_hidden_states=output_hidden_states)
-        return apply_head(self.predictions, out)
