@@ -102,8 +102,7 @@ def train(
         mixture_or_task_name, task_feature_lengths, batch_size, "validation", seed, pack, num_epochs=1)
     loop_cfg = training_loop.LoopConfig(
         model_dir=model_dir, train_steps=train_steps, log_every=log_every, eval_every=eval_every,
-        eval_batches=eval_batches, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-        async_checkpoints=async_checkpoints, peak_flops_per_device=peak_flops_per_device,
+        eval_batches=eval_batches, peak_flops_per_device=peak_flops_per_device,
     )
     meta = {"config": run_config, "config_fingerprint": checkpoints.config_fingerprint(run_config),
             "model": type(model_config).__name__}

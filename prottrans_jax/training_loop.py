@@ -17,16 +17,16 @@ log = logging.getLogger("prottrans_jax.train")
 
 @dataclasses.dataclass
 class LoopConfig:
-    """What the loop does besides stepping (all intervals in steps; 0 turns a feature off)."""
+    """What the loop does besides stepping (all intervals in steps; 0 turns a feature off).
+
+    Checkpoint cadence and retention belong to the ``TrainCheckpointer`` handed to :func:`run`.
+    """
 
     model_dir: str
     train_steps: int
     log_every: int = 10
     eval_every: int = 0
     eval_batches: int = 10
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    async_checkpoints: bool = True
     peak_flops_per_device: Optional[float] = None
     tensorboard: bool = True
 
@@ -99,8 +99,8 @@ def run(trainer, state, cfg: LoopConfig, train_batches: Iterator[dict], eval_bat
         meta: Mapping[str, Any], checkpointer: checkpoints.TrainCheckpointer):
     """Steps from ``state.step`` to ``cfg.train_steps``; returns the final state.
 
-    Saves a checkpoint every ``checkpoint_every`` steps, at the end, and when SIGTERM/SIGINT
-    arrives (TPU preemption), then returns early.
+    Offers the checkpointer every step (it saves on its own cadence), saves at the end, and on
+    SIGTERM/SIGINT (TPU preemption) saves and returns early.
     """
     writer = MetricsWriter(cfg.model_dir, cfg.tensorboard)
     if cfg.peak_flops_per_device is None:
