@@ -18,12 +18,12 @@ KNOWN_PEAKS = {
 }
 
 
-def measured_matmul_peak(n: int = 1024, reps: int = 5) -> float:
-    """Best fp32 ``jnp.dot`` rate of device 0 (FLOP/s); a second or so on a CPU."""
+def measured_matmul_peak(n: int = 1024, reps: int = 5, dtype: str = "float32") -> float:
+    """Best ``jnp.dot`` rate of device 0 in ``dtype`` (FLOP/s); a second or so on a CPU at the defaults."""
     import jax
     import jax.numpy as jnp
 
-    x = jax.device_put(jnp.ones((n, n), jnp.float32), jax.devices()[0])
+    x = jax.device_put(jnp.ones((n, n), dtype), jax.devices()[0])
     f = jax.jit(lambda a: a @ a)
     f(x).block_until_ready()
     best = 0.0
