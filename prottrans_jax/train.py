@@ -95,7 +95,7 @@ def train(
     run_config = _run_config(model_config, optimizer, optimizer_kwargs, mixture_or_task_name)
     checkpointer = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints, save_every=checkpoint_every,
                                                  async_save=async_checkpoints)
-    state = _initial_state(trainer, checkpointer, run_config, seed)
+    state = _initial_state(trainer, checkpointer, run_config, seed, model_config)
     skip = int(state.step)
     batches = training_loop.host_batches(mixture_or_task_name, task_feature_lengths, batch_size, "train", seed, pack, skip)
     eval_fn = lambda: training_loop.host_batches(  # noqa: E731
@@ -104,8 +104,11 @@ def train(
         model_dir=model_dir, train_steps=train_steps, log_every=log_every, eval_every=eval_every,
         eval_batches=eval_batches, peak_flops_per_device=peak_flops_per_device,
     )
+    from prottrans_jax import config_io, model_io
+
     meta = {"config": run_config, "config_fingerprint": checkpoints.config_fingerprint(run_config),
-            "model": type(model_config).__name__}
+            "model": type(model_config).__name__, "model_config": config_io.config_to_dict(model_config),
+            "architecture": model_io.ARCHITECTURE_OF_CONFIG[type(model_config)]}
     try:
         return training_loop.run(trainer, state, loop_cfg, batches, eval_fn if eval_every else None, meta, checkpointer)
     finally:
@@ -135,17 +138,54 @@ def _run_config(model_config, optimizer, optimizer_kwargs, task) -> dict:
             "optimizer_kwargs": json.dumps(dict(optimizer_kwargs or {}), sort_keys=True, default=str)}
 
 
-def _initial_state(trainer, checkpointer, run_config: dict, seed: int):
+def _initial_state(trainer, checkpointer, run_config: dict, seed: int, model_config):
     from prottrans_jax import checkpoints
 
-    if checkpointer.latest_step() is None:
+    latest = checkpointer.latest_step()
+    if latest is None:
         return trainer.init_state(seed)
+    if checkpoints.read_meta(str(checkpointer.step_dir(latest))).get("params_only"):
+        return _state_from_imported_weights(trainer, checkpointer, latest, seed, model_config)
     state, meta = checkpointer.restore(
         abstract_state=trainer.abstract_state(), expected_fingerprint=checkpoints.config_fingerprint(run_config),
         expected_config=run_config,
     )
     print(f"resumed from {checkpointer.directory} at step {int(state.step)}", flush=True)
     return state
+
+
+def _state_from_imported_weights(trainer, checkpointer, step: int, seed: int, model_config):
+    """A fresh optimizer state around weights that ``import-hf`` wrote (a params-only checkpoint)."""
+    from prottrans_jax import model_io
+
+    where = checkpointer.step_dir(step)
+    model = model_io.load_orbax(str(where), config_name=None)
+    _check_imported_fits(model, model_config, str(where))
+    params = model.params
+    if getattr(model_config, "scan_layers", False) or getattr(getattr(model_config, "discriminator", None),
+                                                              "scan_layers", False):
+        from prottrans_jax.models import layers
+
+        params = layers.stack_layer_params(params)
+    state = trainer.replace_params(trainer.init_state(seed), params)
+    print(f"starting from the weights imported into {where} ({model.architecture}); fresh optimizer state",
+          flush=True)
+    return state
+
+
+def _check_imported_fits(model, model_config, where: str) -> None:
+    from prottrans_jax import checkpoints, config_io, model_io
+
+    wanted_arch = model_io.ARCHITECTURE_OF_CONFIG[type(model_config)]
+    if model.architecture != wanted_arch:
+        raise checkpoints.IncompatibleCheckpointError(
+            f"{where} holds imported {model.architecture} weights, but this run trains a {wanted_arch}; "
+            "import a checkpoint with the training head (e.g. T5ForConditionalGeneration, BertForMaskedLM)")
+    if config_io.weights_fingerprint(model.config) != config_io.weights_fingerprint(model_config):
+        raise checkpoints.IncompatibleCheckpointError(
+            f"{where} holds imported weights of another model than MODEL_CONFIG: "
+            f"{config_io.weights_diff(model.config, model_config)}. Set the run's model config to match "
+            "(prottrans-jax import-hf prints a matching one), or use a fresh MODEL_DIR")
 
 
 # ---------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from prottrans_jax.hf.common import (
     transformed_shape,
     unflatten_params,
 )
+from prottrans_jax.hf.tokenizer_files import write_prot_bert_tokenizer  # noqa: F401  (re-exported)
 from prottrans_jax.models import layers
 from prottrans_jax.models.albert import AlbertConfig, AlbertForMaskedLM, AlbertModel
 from prottrans_jax.models.bert import BertConfig, BertForMaskedLM, BertModel
@@ -457,25 +458,6 @@ def import_hf(hf_dir: str | pathlib.Path, family: str | None = None, **overrides
 # ---------------------------------------------------------------------------------------
 # Export.
 # ---------------------------------------------------------------------------------------
-def write_prot_bert_tokenizer(out_dir: str | pathlib.Path, model_max_length: int = 40000) -> pathlib.Path:
-    """Writes ProtBert's ``vocab.txt``, ``tokenizer_config.json`` and ``special_tokens_map.json``.
-
-    ``transformers.BertTokenizer.from_pretrained(out_dir)`` (or ``AutoTokenizer``) then tokenises
-    space-separated residues, case kept (``do_lower_case`` false), adding [CLS]/[SEP].
-    """
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    alphabet.write_prot_bert_vocab(out)
-    special = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-               "mask_token": "[MASK]"}
-    tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": False, "do_basic_tokenize": True,
-                        "strip_accents": False, "tokenize_chinese_chars": False,
-                        "model_max_length": int(model_max_length), **special}
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
-    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-    return out
-
-
 def export_hf(family: str, config: BertConfig, params: Mapping, out_dir: str | pathlib.Path,
               dtype: str = "float32", write_tokenizer: bool = True) -> pathlib.Path:
     """Writes ``config.json`` + ``model.safetensors`` (+ ProtBert tokenizer files) for ``transformers.<family>``.

@@ -1,0 +1,268 @@
+"""Loads a model from whatever a user has: an Orbax model directory (ours or t5x's) or a HuggingFace folder.
+
+TensorFlow-free: export, import and embedding use this without the data pipeline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import re
+from typing import Any, Optional
+
+import jax
+import numpy as np
+from flax.core import unfreeze
+
+from prottrans_jax import checkpoints, config_io
+from prottrans_jax.hf.common import CheckpointError, flatten_params, read_config_json
+from prottrans_jax.models import configs, layers
+from prottrans_jax.models.albert import AlbertConfig
+from prottrans_jax.models.bert import BertConfig
+from prottrans_jax.models.electra import ElectraConfig, ElectraPretrainingConfig, split_pretraining_params
+from prottrans_jax.models.t5 import T5Config
+
+FAMILIES = ("t5", "bert", "albert", "electra")
+# What our trainer's modules are, in HuggingFace's words.
+ARCHITECTURE_OF_CONFIG = {
+    T5Config: "T5ForConditionalGeneration",
+    BertConfig: "BertForMaskedLM",
+    AlbertConfig: "AlbertForMaskedLM",
+    ElectraConfig: "ElectraForPreTraining",
+    ElectraPretrainingConfig: "ElectraPretrainingModel",
+}
+ENCODER_ONLY_ARCHITECTURES = ("T5EncoderModel", "BertModel", "AlbertModel", "ElectraModel")
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """Weights and config of one model, unscanned, as host numpy.
+
+    Attributes:
+      config: our config (``T5Config``, ``BertConfig``, ``AlbertConfig``, ``ElectraConfig`` or
+        ``ElectraPretrainingConfig``), with ``scan_layers=False``.
+      params: nested dict of numpy arrays in our module's layout.
+      architecture: what the params are, in HF's class names ('T5ForConditionalGeneration',
+        'T5EncoderModel', 'BertForMaskedLM', 'BertModel', ..., or 'ElectraPretrainingModel' for our
+        generator + discriminator pair).
+      source: the path it was read from.
+      step: the training step of an Orbax checkpoint (None for HF folders).
+    """
+
+    config: Any
+    params: dict
+    architecture: str
+    source: str
+    step: Optional[int] = None
+
+    @property
+    def family(self) -> str:
+        """'t5', 'bert', 'albert' or 'electra'."""
+        return family_of(self.architecture)
+
+    @property
+    def encoder_only(self) -> bool:
+        return self.architecture in ENCODER_ONLY_ARCHITECTURES
+
+    def describe(self) -> str:
+        where = f"{self.source}" + (f" (step {self.step})" if self.step is not None else "")
+        return f"{self.architecture} from {where}"
+
+
+def family_of(architecture: str) -> str:
+    for family in FAMILIES:
+        if architecture.lower().startswith(family):
+            return family
+    raise ValueError(f"unknown architecture {architecture!r}")
+
+
+def load_model(path: str | pathlib.Path, *, step: Optional[int] = None, config_name: Optional[str] = None,
+               family: Optional[str] = None) -> LoadedModel:
+    """Reads a model from a HF folder (``config.json`` + weights) or an Orbax model/checkpoint directory.
+
+    Args:
+      path: a HF folder; a model directory with ``checkpoint_<step>/`` subfolders (our trainer's or
+        t5x's); or one ``checkpoint_<step>`` folder.
+      step: which checkpoint of a model directory (default: the newest finished one).
+      config_name: a registered config name (``prot_t5_xl_u50``...) for checkpoints that carry no
+        model config of their own (t5x's); for ours it must agree with the saved one.
+      family: if given ('t5', 'bert', 'albert', 'electra'), refuse a model of any other family.
+
+    Raises:
+      FileNotFoundError: nothing at ``path``, or no finished checkpoint there.
+      CheckpointError: a model of another family or config, or weights that do not fit their config.
+    """
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family {family!r} not in {FAMILIES}")
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such model directory (expected a HuggingFace folder with config.json "
+                                "or a training directory with checkpoint_<step>/ folders)")
+    if (p / "config.json").is_file():
+        if step is not None:
+            raise ValueError(f"{p} is a HuggingFace folder: it has no steps (drop --step)")
+        model = load_hf(p)
+        if config_name is not None:
+            _check_against_named(model, config_name)
+    else:
+        model = load_orbax(p, step, config_name)
+    if family is not None and model.family != family:
+        raise CheckpointError(
+            f"{p}: holds a {model.architecture} ({model.family} family) model, not a {family} model; "
+            f"drop --family or point to a {family} checkpoint")
+    return model
+
+
+# ---------------------------------------------------------------------------------------
+# HuggingFace folders.
+# ---------------------------------------------------------------------------------------
+def load_hf(hf_dir: str | pathlib.Path) -> LoadedModel:
+    """A HF T5 / BERT / ALBERT / ELECTRA folder. An ``ElectraForPreTraining`` folder with a
+    ``generator/`` sub-folder (as ``export-hf`` writes) loads as the generator + discriminator pair."""
+    from prottrans_jax.hf import encoder_maps, t5_map
+
+    config_path, hf_config = read_config_json(hf_dir)
+    model_type = hf_config.get("model_type")
+    if model_type in t5_map.T5_MODEL_TYPES:
+        config, params = t5_map.import_t5(hf_dir)
+        arch = "T5ForConditionalGeneration" if "decoder" in params else "T5EncoderModel"
+        return LoadedModel(config, params, arch, str(hf_dir))
+    if model_type not in encoder_maps.BASE_ARCHITECTURE:
+        raise CheckpointError(f"{config_path}: model_type {model_type!r} is not a family prottrans-jax reads "
+                              f"(t5, bert, albert, electra)")
+    arch, config, params = encoder_maps.import_hf(hf_dir)
+    generator_dir = pathlib.Path(hf_dir) / "generator"
+    if arch == "ElectraForPreTraining" and (generator_dir / "config.json").is_file():
+        from prottrans_jax.models.electra import merge_pretraining_params
+
+        gen_arch, gen_config, gen_params = encoder_maps.import_hf(generator_dir, "ElectraForMaskedLM")
+        pair = ElectraPretrainingConfig(generator=gen_config, discriminator=config)
+        return LoadedModel(pair, merge_pretraining_params(gen_params, params), "ElectraPretrainingModel",
+                           str(hf_dir))
+    return LoadedModel(config, params, arch, str(hf_dir))
+
+
+def _check_against_named(model: LoadedModel, config_name: str) -> None:
+    wanted = configs.get_config(config_name)
+    if config_io.weights_fingerprint(model.config) != config_io.weights_fingerprint(wanted):
+        raise CheckpointError(f"{model.source}: its model is not {config_name!r}: "
+                              f"{config_io.weights_diff(model.config, wanted)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Orbax model directories.
+# ---------------------------------------------------------------------------------------
+def find_checkpoint(path: pathlib.Path, step: Optional[int] = None) -> tuple[pathlib.Path, int]:
+    """``(checkpoint_<step> dir, step)`` inside a model directory, or ``path`` itself if it is one."""
+    match = re.match(rf"^{checkpoints.STEP_PREFIX}_(\d+)$", path.name)
+    if match and (path / checkpoints.STATE_ITEM).is_dir():
+        if step is not None and step != int(match.group(1)):
+            raise ValueError(f"{path} is the checkpoint of step {match.group(1)}, not {step}")
+        return path, int(match.group(1))
+    steps = checkpoints.finished_step_dirs(str(path))
+    if not steps:
+        raise FileNotFoundError(
+            f"{path}: no finished checkpoint_<step>/ folder (with state/ and {checkpoints.COMMIT_FILE}) and no "
+            "config.json; point to a training directory, one of its checkpoint folders, or a HuggingFace folder")
+    if step is None:
+        step = max(steps)
+    if step not in steps:
+        raise FileNotFoundError(f"{path}: no finished checkpoint for step {step}; finished steps: {sorted(steps)}")
+    return pathlib.Path(str(steps[step])), step
+
+
+def load_orbax(path: str | pathlib.Path, step: Optional[int] = None,
+               config_name: Optional[str] = None) -> LoadedModel:
+    """Parameters of one checkpoint (optimizer state is not read), unscanned, with their config."""
+    ckpt_dir, step = find_checkpoint(pathlib.Path(path), step)
+    meta = checkpoints.read_meta(str(ckpt_dir))
+    config = _orbax_config(ckpt_dir, meta, config_name)
+    keys = checkpoints.state_keys(str(ckpt_dir))
+    key = "params" if "params" in keys else "target" if "target" in keys else None
+    if key is None:
+        raise CheckpointError(f"{ckpt_dir}/state: holds neither 'params' (prottrans-jax) nor 'target' (t5x); "
+                              f"its keys are {keys}")
+    params = layers.unstack_layer_params(checkpoints.restore_subtree_numpy(str(ckpt_dir), key))
+    config = config.replace(scan_layers=False)
+    arch = meta.get("architecture") or ARCHITECTURE_OF_CONFIG[type(config)]
+    _check_shapes(config, arch, params, ckpt_dir)
+    return LoadedModel(config, params, arch, str(ckpt_dir), step)
+
+
+def _orbax_config(ckpt_dir: pathlib.Path, meta: dict, config_name: Optional[str]) -> Any:
+    if "model_config" in meta:
+        saved = config_io.config_from_dict(meta["model_config"], source=str(ckpt_dir / "meta"))
+        if config_name is not None:
+            wanted = configs.get_config(config_name)
+            if config_io.weights_fingerprint(saved) != config_io.weights_fingerprint(wanted):
+                raise CheckpointError(
+                    f"{ckpt_dir}: holds a {type(saved).__name__} model that is not {config_name!r} "
+                    f"({config_io.weights_diff(saved, wanted)}); drop --config to use the saved one")
+        return saved
+    config_name = config_name or _t5x_config_name(ckpt_dir.parent)
+    if config_name is None:
+        raise CheckpointError(
+            f"{ckpt_dir}: the checkpoint records no model config (a t5x checkpoint?) and no config.gin beside it "
+            f"names one; pass --config NAME (one of {', '.join(configs.list_configs())})")
+    return configs.get_config(config_name)
+
+
+def _t5x_config_name(model_dir: pathlib.Path) -> Optional[str]:
+    """The config name in a t5x run's ``config.gin`` (our t5x gins set ``MODEL_CONFIG_NAME``)."""
+    gin_file = model_dir / "config.gin"
+    if not gin_file.is_file():
+        return None
+    text = gin_file.read_text()
+    for pattern in (r"^MODEL_CONFIG_NAME\s*=\s*['\"]([\w.-]+)['\"]", r"get_config\.name\s*=\s*['\"]([\w.-]+)['\"]",
+                    r"^\s+name\s*=\s*['\"]([\w.-]+)['\"]"):
+        match = re.search(pattern, text, re.MULTILINE)
+        if match and match.group(1) in configs.CONFIGS:
+            return match.group(1)
+    return None
+
+
+def module_for(config: Any, architecture: str):
+    """Our Linen module for ``architecture`` (a HF class name or 'ElectraPretrainingModel')."""
+    from prottrans_jax.hf import encoder_maps
+
+    if architecture in encoder_maps.ARCHITECTURES:
+        return encoder_maps.ARCHITECTURES[architecture].module(config)
+    return configs.build_model(config, architecture in ENCODER_ONLY_ARCHITECTURES)
+
+
+def expected_shapes(config: Any, architecture: str) -> dict[str, tuple[int, ...]]:
+    """Flat parameter shapes of the module for ``architecture``, computed abstractly."""
+    module = module_for(config.replace(scan_layers=False), architecture)
+    shapes = jax.eval_shape(lambda rng: module.init(rng, **module.dummy_inputs()), jax.random.key(0))
+    return {k: tuple(v.shape) for k, v in flatten_params(unfreeze(shapes["params"])).items()}
+
+
+def _check_shapes(config: Any, architecture: str, params: dict, where: pathlib.Path) -> None:
+    want = expected_shapes(config, architecture)
+    have = {k: tuple(np.shape(v)) for k, v in flatten_params(params).items()}
+    problems = [f"{k}: {have[k]} saved vs {want[k]} expected" for k in sorted(want.keys() & have.keys())
+                if have[k] != want[k]]
+    missing = sorted(want.keys() - have.keys())
+    if missing:
+        problems.append(f"missing {missing[:3]}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
+    if problems:
+        raise CheckpointError(f"{where}: its weights do not fit {type(config).__name__} ({architecture}): "
+                              + "; ".join(problems[:5]))
+
+
+# ---------------------------------------------------------------------------------------
+# The encoder that gives embeddings.
+# ---------------------------------------------------------------------------------------
+def encoder_of(model: LoadedModel) -> tuple[Any, Any, dict]:
+    """``(module, encoder config, params)`` of the embedding encoder: T5's encoder, BERT/ALBERT's
+    backbone, ELECTRA's discriminator backbone (the generator's for a lone generator)."""
+    config, params = model.config, model.params
+    if isinstance(config, ElectraPretrainingConfig):
+        _, params = split_pretraining_params(params)
+        config = config.discriminator
+    module = configs.build_model(config, encoder_only=True)
+    wanted = jax.eval_shape(lambda rng: module.init(rng, **module.dummy_inputs()), jax.random.key(0))["params"]
+    missing = sorted(set(wanted) - set(params))
+    if missing:
+        raise CheckpointError(f"{model.source}: no {missing} weights for the {type(module).__name__} encoder")
+    return module, config, {k: params[k] for k in wanted}
