@@ -64,6 +64,58 @@ def _cmd_train(args, extra) -> int:
     return train_module.main(extra)
 
 
+def _cmd_export_hf(args) -> int:
+    from prottrans_jax import model_io
+    from prottrans_jax.hf import export
+
+    model = model_io.load_model(args.checkpoint, step=args.step, config_name=args.config, family=args.family)
+    out = export.export_model(model, args.out, encoder_only=args.encoder_only, dtype=args.dtype,
+                              overwrite=args.overwrite)
+    print(f"wrote {out} from {model.describe()}: load it with transformers' from_pretrained({str(out)!r})")
+    return 0
+
+
+def _cmd_import_hf(args) -> int:
+    from prottrans_jax.hf import import_to_orbax
+
+    model, where = import_to_orbax.import_hf_to_orbax(args.hf, args.out, family=args.family)
+    print(f"wrote {where} ({model.architecture}, {type(model.config).__name__})")
+    names = import_to_orbax.matching_config_names(model.config)
+    if names:
+        print(f"its weights fit the named config(s) {', '.join(names)}; continue training with e.g.\n"
+              f"  prottrans-jax train --gin_file=<a run gin using {names[0]}> --gin.MODEL_DIR=\"'{args.out}'\"")
+    else:
+        print("no named config matches it exactly; bind the run's MODEL_CONFIG to the same fields to train on")
+    return 0
+
+
+def _cmd_embed(args) -> int:
+    from prottrans_jax import embed
+
+    per_residue, per_protein = args.per_residue, args.per_protein or not args.per_residue
+    summary = embed.embed_fasta(
+        args.model, args.fasta, args.out, per_residue=per_residue, per_protein=per_protein, layer=args.layer,
+        dtype=args.dtype, max_residues_per_batch=args.max_residues_per_batch,
+        max_sequences_per_batch=args.max_sequences_per_batch, max_length=args.max_length,
+        long_sequences=args.long_sequences, chunk_overlap=args.chunk_overlap, step=args.step,
+        config_name=args.config, family=args.family, full_header_ids=args.full_header_ids,
+        progress=not args.no_progress, save_every_seconds=args.save_every)
+    print(f"embedded {summary.embedded} sequence(s) ({summary.already_done} already done) "
+          f"at {summary.residues_per_second:,.0f} residues/s -> {', '.join(summary.outputs.values())}")
+    if summary.skipped_too_long:
+        print(f"left out {len(summary.skipped_too_long)} sequence(s) longer than the maximum length "
+              f"(listed in the file's skipped_too_long attribute)")
+    return 0
+
+
+def _add_model_args(p, model_flag: str) -> None:
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
+    p.add_argument("--config", default=None,
+                   help="named model config, for checkpoints that record none (t5x's), e.g. prot_t5_xl_u50")
+    p.add_argument("--family", default=None, choices=("t5", "bert", "albert", "electra"),
+                   help=f"refuse a {model_flag} of another family")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prottrans-jax", description="ProtTrans-style protein language models in JAX.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +144,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--model-dir", default="quickstart_run", help="checkpoints and TensorBoard events")
     p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("export-hf", help="write a checkpoint as a HuggingFace (PyTorch) folder")
+    p.add_argument("--checkpoint", required=True, help="training directory (ours or t5x), checkpoint_N folder, "
+                                                       "or HF folder")
+    p.add_argument("--out", required=True, help="folder to write (config.json, model.safetensors, tokenizer)")
+    p.add_argument("--encoder-only", action="store_true", help="only the encoder (T5EncoderModel, BertModel, ...)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    _add_model_args(p, "checkpoint")
+    p.set_defaults(func=_cmd_export_hf)
+
+    p = sub.add_parser("import-hf", help="write a HuggingFace model as an Orbax checkpoint our trainer starts from")
+    p.add_argument("--hf", required=True, help="HF folder (config.json + model.safetensors or pytorch_model.bin)")
+    p.add_argument("--out", required=True, help="new training directory (MODEL_DIR)")
+    p.add_argument("--family", default=None, choices=("t5", "bert", "albert", "electra"))
+    p.set_defaults(func=_cmd_import_hf)
+
+    p = sub.add_parser("embed", help="FASTA -> HDF5 embeddings (ProtTrans layout), resumable")
+    p.add_argument("--model", required=True, help="training directory, checkpoint_N folder or HF folder")
+    p.add_argument("--fasta", required=True, help="FASTA path or glob (plain or .gz)")
+    p.add_argument("--out", required=True, help="output .h5 (both kinds: per-protein to <stem>.per_protein.h5)")
+    p.add_argument("--per-residue", action="store_true", help="write (L, hidden) per sequence")
+    p.add_argument("--per-protein", action="store_true", help="write the mean over residues (default)")
+    p.add_argument("--layer", type=int, default=None,
+                   help="hidden state: 0 embeddings ... N final output (default), negative counts back")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+                   help="compute dtype (half precision is stored as float16)")
+    p.add_argument("--max-residues-per-batch", type=int, default=4000, help="padded tokens per batch")
+    p.add_argument("--max-sequences-per-batch", type=int, default=100)
+    p.add_argument("--max-length", type=int, default=None,
+                   help="longest sequence embedded whole (default: what half the free memory holds)")
+    p.add_argument("--long-sequences", default="error", choices=("error", "skip", "chunk"),
+                   help="longer sequences: refuse the run (default), leave them out, or embed overlapping windows")
+    p.add_argument("--chunk-overlap", type=int, default=256, help="residues shared by neighbouring windows")
+    p.add_argument("--full-header-ids", action="store_true",
+                   help="name datasets by the whole header line (as ProtTrans' script) instead of its first word")
+    p.add_argument("--save-every", type=float, default=30.0,
+                   help="seconds between writes of finished sequences (the most work a kill loses)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_args(p, "model")
+    p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser(
         "train", help="pretrain with gin files (same flags as python -m prottrans_jax.train)",

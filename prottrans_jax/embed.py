@@ -1,0 +1,266 @@
+"""``prottrans-jax embed``: FASTA -> HDF5 embeddings (per residue and/or per protein), resumable, at proteome scale.
+
+Layout as ProtTrans' embedder: one dataset per sequence, named by the record id with ``/`` and ``.``
+replaced by ``_``; ``(L, hidden)`` per residue (special tokens dropped), ``(hidden,)`` per protein
+(the mean over residues). File attributes name the model, step, layer and dtypes; each dataset
+carries ``original_id``, ``length`` and ``sequence_sha1``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pathlib
+import time
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from prottrans_jax import fasta, model_io
+from prottrans_jax.embedding import batching, h5_store, limits
+
+LONG_POLICIES = ("error", "skip", "chunk")
+STORAGE_DTYPE = {"float32": "float32", "bfloat16": "float16", "float16": "float16"}
+
+
+@dataclasses.dataclass
+class EmbedSummary:
+    """What a run did."""
+
+    outputs: dict[str, str]
+    embedded: int
+    already_done: int
+    skipped_too_long: list[str]
+    chunked: list[str]
+    residues: int
+    seconds: float
+    compiled_shapes: int
+
+    @property
+    def residues_per_second(self) -> float:
+        return self.residues / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclasses.dataclass
+class _Record:
+    name: str  # dataset name
+    header_id: str
+    sequence: str
+    sha1: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _Unit:
+    """One encoder input: a whole sequence or one window of a long one."""
+
+    record: int
+    start: int
+    end: int
+    keep_start: int
+    keep_end: int
+
+
+def output_paths(out: str | pathlib.Path, per_residue: bool, per_protein: bool) -> dict[str, pathlib.Path]:
+    """``{'per_residue': path, 'per_protein': path}``; with both, per-protein goes to ``<stem>.per_protein.h5``."""
+    out = pathlib.Path(out)
+    if per_residue and per_protein:
+        return {"per_residue": out, "per_protein": out.with_name(f"{out.stem}.per_protein{out.suffix or '.h5'}")}
+    return {"per_residue" if per_residue else "per_protein": out}
+
+
+def read_records(fasta_paths, full_header_ids: bool = False) -> list[_Record]:
+    """Every record, validated; dataset names must stay unique after ProtTrans' renaming.
+
+    Raises:
+      fasta.FastaError: malformed input, an empty sequence, or two records with the same name.
+    """
+    records, seen = [], {}
+    for rec in fasta.read_fasta(fasta_paths, min_length=0):
+        if not rec.sequence:
+            raise fasta.FastaError("the record has no residues", "remove the record or add its sequence",
+                                   rec.path, rec.line, rec.id)
+        header_id = f"{rec.id} {rec.description}".strip() if full_header_ids else rec.id
+        name = h5_store.dataset_name(header_id)
+        if name in seen:
+            raise fasta.FastaError(
+                f"its dataset name {name!r} is already used by the record at {seen[name]}",
+                "give every record a unique id (after '/' and '.' become '_')", rec.path, rec.line, rec.id)
+        seen[name] = f"{rec.path}, line {rec.line}"
+        records.append(_Record(name, header_id, rec.sequence, hashlib.sha1(rec.sequence.encode()).hexdigest()))
+    if not records:
+        raise fasta.FastaError("no records", "give a FASTA file with at least one sequence", str(fasta_paths))
+    return records
+
+
+def plan_units(records: Sequence[_Record], max_length: int, policy: str, overlap: int):
+    """Encoder inputs for the records; ``(units, skipped names, chunked names)``.
+
+    Raises:
+      ValueError: with policy 'error', when a sequence is longer than ``max_length`` (listing them).
+    """
+    too_long = [r for r in records if len(r.sequence) > max_length]
+    if too_long and policy == "error":
+        shown = ", ".join(f"{r.header_id} ({len(r.sequence)})" for r in too_long[:5])
+        raise ValueError(
+            f"{len(too_long)} sequence(s) are longer than the maximum length {max_length} residues: {shown}"
+            f"{' ...' if len(too_long) > 5 else ''}. Rerun with --long-sequences skip (leave them out) or chunk "
+            "(embed overlapping windows and join them), or raise --max-length if memory allows")
+    units, skipped, chunked = [], [], []
+    for i, r in enumerate(records):
+        if len(r.sequence) <= max_length:
+            units.append(_Unit(i, 0, len(r.sequence), 0, len(r.sequence)))
+        elif policy == "skip":
+            skipped.append(r.name)
+        else:
+            chunked.append(r.name)
+            units.extend(_Unit(i, *w) for w in limits.windows(len(r.sequence), max_length, overlap))
+    return units, skipped, chunked
+
+
+def default_max_length(embedder, dtype_bytes: int) -> int:
+    """The longest sequence (residues) that fits in half the free memory, and the model's positions."""
+    tokens = limits.max_tokens_for_memory(embedder.config, limits.available_memory_bytes(), dtype_bytes)
+    if embedder.max_positions:
+        tokens = min(tokens, embedder.max_positions)
+    return max(1, tokens - embedder.special_tokens)
+
+
+def embed_fasta(
+    model: str | pathlib.Path | model_io.LoadedModel,
+    fasta_paths,
+    out: str | pathlib.Path,
+    *,
+    per_residue: bool = False,
+    per_protein: bool = True,
+    layer: Optional[int] = None,
+    dtype: str = "float32",
+    max_residues_per_batch: int = 4000,
+    max_sequences_per_batch: int = 100,
+    max_length: Optional[int] = None,
+    long_sequences: str = "error",
+    chunk_overlap: int = 256,
+    step: Optional[int] = None,
+    config_name: Optional[str] = None,
+    family: Optional[str] = None,
+    full_header_ids: bool = False,
+    devices: Optional[Sequence[Any]] = None,
+    progress: bool = True,
+    save_every_seconds: float = 30.0,
+) -> EmbedSummary:
+    """Embeds every sequence of ``fasta_paths`` into HDF5 (see the module docstring for the layout).
+
+    Re-running with the same ``out`` skips sequences already written (by a finished or a killed run).
+
+    Args:
+      model: a model directory (ours or t5x's), a checkpoint folder, a HF folder, or a loaded model.
+      fasta_paths: FASTA path(s) or glob(s), plain or gzip.
+      out: the ``.h5`` file.
+      per_residue, per_protein: what to write (both: per-protein into ``<stem>.per_protein.h5``).
+      layer: HF ``hidden_states`` index (0 embeddings ... n final output; default the final output).
+      dtype: compute dtype 'float32', 'bfloat16' or 'float16' (half precision is stored as float16).
+      max_residues_per_batch: padded tokens per batch (ProtTrans: 4000).
+      max_sequences_per_batch: sequences per batch at most (ProtTrans: 100).
+      max_length: longest sequence embedded whole (default: what half the free memory holds).
+      long_sequences: 'error' (refuse before any work), 'skip' (leave out, listed in the file's
+        ``skipped_too_long`` attribute) or 'chunk' (overlapping windows of ``max_length``, joined).
+      chunk_overlap: residues shared by neighbouring windows.
+      step, config_name, family: see :func:`prottrans_jax.model_io.load_model`.
+      full_header_ids: name datasets by the whole header line (ProtTrans' embedder) not its first word.
+      devices: devices to split batches over (default all local devices).
+      progress: show a progress bar.
+      save_every_seconds: finished sequences are written at least this often (the most work a kill loses).
+    """
+    if not (per_residue or per_protein):
+        raise ValueError("nothing to write: pass --per-residue and/or --per-protein")
+    if long_sequences not in LONG_POLICIES:
+        raise ValueError(f"long_sequences {long_sequences!r} not in {LONG_POLICIES}")
+    records = read_records(fasta_paths, full_header_ids)
+    loaded = model if isinstance(model, model_io.LoadedModel) else model_io.load_model(
+        model, step=step, config_name=config_name, family=family)
+    from prottrans_jax.embedding.encoder import Embedder
+
+    embedder = Embedder(loaded, layer=layer, dtype=dtype, devices=devices)
+    attrs = dict(model=str(pathlib.Path(loaded.source).absolute()), architecture=loaded.architecture,
+                 step=loaded.step, layer=embedder.layer, dtype=dtype, storage_dtype=STORAGE_DTYPE[dtype],
+                 hidden_size=embedder.hidden_size, prottrans_jax_version=_version())
+    stores = {kind: h5_store.EmbeddingStore(path, dict(attrs, pooling=kind), flush_seconds=save_every_seconds)
+              for kind, path in output_paths(out, per_residue, per_protein).items()}
+    _check_sequences_unchanged(records, stores.values())
+    limit = max_length or default_max_length(embedder, 4 if dtype == "float32" else 2)
+    if embedder.max_positions and limit + embedder.special_tokens > embedder.max_positions:
+        raise ValueError(f"--max-length {limit}: the model has {embedder.max_positions} positions, so at most "
+                         f"{embedder.max_positions - embedder.special_tokens} residues per sequence")
+    done = h5_store.skip_done([r.name for r in records], list(stores.values()))
+    todo = [r for r in records if r.name not in done]
+    units, skipped, chunked = plan_units(todo, limit, long_sequences, min(chunk_overlap, limit // 2))
+    t0 = time.perf_counter()
+    residues, shapes = _run(embedder, todo, units, stores, max_residues_per_batch, max_sequences_per_batch, progress)
+    seconds = time.perf_counter() - t0
+    extra = {"skipped_too_long": skipped, "chunked": chunked, "max_length": limit} if (skipped or chunked) else {}
+    paths = {kind: str(store.finalize(extra)) for kind, store in stores.items()}
+    return EmbedSummary(paths, len(todo) - len(skipped), len(done), skipped, chunked, residues, seconds, shapes)
+
+
+def _run(embedder, records, units, stores, max_tokens, max_rows, progress) -> tuple[int, int]:
+    """Embeds ``units`` batch by batch, joining windows, writing each finished record to every store."""
+    from tqdm.auto import tqdm
+
+    extra = embedder.special_tokens
+    plan = batching.plan_batches([u.end - u.start + extra for u in units], max_tokens=max_tokens,
+                                 max_rows=max_rows, row_multiple=embedder.num_devices)
+    need_residues = "per_residue" in stores
+    pieces: dict[int, list[tuple[_Unit, np.ndarray]]] = {}
+    windows_left = {}
+    for u in units:
+        windows_left[u.record] = windows_left.get(u.record, 0) + 1
+    total = sum(u.end - u.start for u in units)
+    bar = tqdm(total=total, unit="res", unit_scale=True, desc="embedding", disable=not progress, smoothing=0.05)
+    shapes = set()
+    try:
+        for batch in plan:
+            batch_units = [units[i] for i in batch.indices]
+            seqs = [records[u.record].sequence[u.start:u.end] for u in batch_units]
+            whole = [windows_left[u.record] == 1 and u.start == 0 and u.end == len(records[u.record].sequence)
+                     for u in batch_units]
+            per_res, pooled = embedder.embed(seqs, batch.rows, batch.padded_length,
+                                             per_residue=need_residues or not all(whole))
+            shapes.add((batch.rows, batch.padded_length))
+            for j, u in enumerate(batch_units):
+                record = records[u.record]
+                if whole[j]:
+                    _write(stores, record, None if per_res is None else per_res[j], pooled[j])
+                    continue
+                pieces.setdefault(u.record, []).append((u, per_res[j][u.keep_start - u.start:u.keep_end - u.start]))
+                if len(pieces[u.record]) == windows_left[u.record]:
+                    joined = np.concatenate([a for _, a in sorted(pieces.pop(u.record), key=lambda p: p[0].start)])
+                    _write(stores, record, joined, joined.astype(np.float32).mean(axis=0))
+            bar.update(sum(len(s) for s in seqs))
+    finally:
+        bar.close()
+        for store in stores.values():
+            store.flush()  # keep what is finished, even when interrupted
+    return total, len(shapes)
+
+
+def _write(stores, record: _Record, per_residue: Optional[np.ndarray], pooled: np.ndarray) -> None:
+    attrs = {"original_id": record.header_id, "length": len(record.sequence), "sequence_sha1": record.sha1}
+    if "per_residue" in stores:
+        stores["per_residue"].add(record.name, per_residue, attrs)
+    if "per_protein" in stores:
+        stores["per_protein"].add(record.name, pooled, attrs)
+
+
+def _check_sequences_unchanged(records: Sequence[_Record], stores) -> None:
+    for store in stores:
+        for r in records:
+            saved = store.done.get(r.name)
+            if saved and saved != r.sha1:
+                raise h5_store.OutputMismatchError(
+                    f"{store.path}: holds {r.name!r} for a different sequence than the FASTA's now; "
+                    "choose another --out, or delete it to start over")
+
+
+def _version() -> str:
+    from prottrans_jax import __version__
+
+    return __version__

@@ -1,0 +1,1 @@
+"""Embedding extraction: batching, encoders, HDF5 output."""
