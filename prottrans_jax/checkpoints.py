@@ -389,8 +389,12 @@ def read_meta(step_dir: str) -> dict:
 
 def state_keys(step_dir: str) -> list[str]:
     """Top-level keys of a checkpoint's ``state`` PyTree (ours: params, opt_state, ...; t5x: target, state)."""
-    with ocp.StandardCheckpointer() as ckpt:
-        return list(ckpt.metadata(epath.Path(step_dir) / STATE_ITEM).item_metadata.keys())
+    return list(_state_metadata(epath.Path(step_dir) / STATE_ITEM).keys())
+
+
+def _state_metadata(path: epath.Path):
+    """The tree of array metadata of a ``state`` item (a handler's own call: no step-metadata warning)."""
+    return ocp.PyTreeCheckpointHandler().metadata(path).tree
 
 
 def restore_subtree_numpy(step_dir: str, key: str) -> dict:
@@ -402,8 +406,7 @@ def restore_subtree_numpy(step_dir: str, key: str) -> dict:
     import numpy as np
 
     path = epath.Path(step_dir) / STATE_ITEM
-    with ocp.StandardCheckpointer() as ckpt:
-        tree = ckpt.metadata(path).item_metadata
+    tree = _state_metadata(path)
     if key not in tree:
         raise IncompatibleCheckpointError(f"{path}: no {key!r} in the checkpoint state (it has {sorted(tree)})")
     item = {key: jax.tree_util.tree_map(lambda _: np.zeros((), np.float32), tree[key])}

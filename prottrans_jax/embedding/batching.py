@@ -10,8 +10,8 @@ from typing import Sequence
 def bucket_edges(max_length: int, step: int = 32, linear_until: int = 512, growth: float = 1.125) -> list[int]:
     """Padded lengths: multiples of ``step`` up to ``linear_until``, then ~``growth`` times apart.
 
-    Padding stays under ``step`` tokens for short proteins and under ``growth - 1`` of the length for
-    long ones; the number of shapes grows with ``log(max_length)``.
+    Padding stays under ``step`` tokens for short proteins and under ``step`` plus ``growth - 1`` of the
+    length for long ones; the number of shapes grows with ``log(max_length)``.
     """
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")

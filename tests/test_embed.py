@@ -1,0 +1,252 @@
+"""embed: HDF5 layout and ids, batching, long sequences, resume after a kill, bad inputs (TensorFlow-free)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import jax
+import numpy as np
+import pytest
+
+from model_dirs import write_fasta, write_model_dir
+from proteins import read_proteins
+from prottrans_jax import cli, embed, model_io
+from prottrans_jax.embedding import batching, h5_store, limits
+
+
+@pytest.fixture(scope="module")
+def t5_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("t5") / "run"
+    write_model_dir(path, "t5")
+    return path
+
+
+@pytest.fixture(scope="module")
+def proteins(demo_corpus):
+    return read_proteins(demo_corpus, 400)
+
+
+def _read(path):
+    with h5py.File(path) as f:
+        return {k: f[k][()] for k in f}, dict(f.attrs), {k: dict(f[k].attrs) for k in f}
+
+
+# -- batching ------------------------------------------------------------------------------
+def test_plan_batches_bounds_padding_shapes_and_memory():
+    rng = np.random.default_rng(0)
+    lengths = list(rng.integers(3, 3000, 2000)) + [5001, 1, 1]
+    edges = batching.bucket_edges(max(lengths))
+    plan = batching.plan_batches(lengths, max_tokens=4000, max_rows=100, row_multiple=4)
+    seen = [i for b in plan for i in b.indices]
+    assert sorted(seen) == list(range(len(lengths)))
+    assert [lengths[i] for i in seen] == sorted(lengths, reverse=True)  # longest first
+    shapes = {(b.rows, b.padded_length) for b in plan}
+    assert len(shapes) <= len({b.padded_length for b in plan}) <= len(edges)
+    for b in plan:
+        assert b.rows % 4 == 0 and len(b.indices) <= b.rows
+        assert b.rows * b.padded_length <= 4000 or b.rows == 4
+        assert all(lengths[i] <= b.padded_length for i in b.indices)
+        longest = max(lengths[i] for i in b.indices)
+        assert b.padded_length - longest < 32 + 0.125 * longest
+    assert sum(b.rows - len(b.indices) for b in plan[:-1]) == 0  # only the last batch has empty rows
+
+
+def test_windows_cover_each_residue_once():
+    for length, window, overlap in ((10_000, 3000, 256), (3001, 3000, 100), (50, 3000, 256), (7000, 1000, 0)):
+        spans = limits.windows(length, window, overlap)
+        kept = np.zeros(length, int)
+        for start, end, keep_start, keep_end in spans:
+            assert end - start == min(window, length) and start <= keep_start < keep_end <= end
+            kept[keep_start:keep_end] += 1
+        assert (kept == 1).all()
+
+
+# -- layout ------------------------------------------------------------------------------
+def test_h5_layout_ids_and_attributes(t5_run, proteins, tmp_path):
+    records = {"sp|P12345.2/1-50": proteins[0][:50], "plain": proteins[1], "x.y": proteins[2][:7]}
+    fasta_path = write_fasta(tmp_path / "in.fa", records)
+    summary = embed.embed_fasta(t5_run, fasta_path, tmp_path / "out.h5", per_residue=True, per_protein=True,
+                                progress=False)
+    assert summary.outputs == {"per_residue": str(tmp_path / "out.h5"),
+                               "per_protein": str(tmp_path / "out.per_protein.h5")}
+    residue, file_attrs, ds_attrs = _read(tmp_path / "out.h5")
+    protein, protein_attrs, _ = _read(tmp_path / "out.per_protein.h5")
+    assert sorted(residue) == sorted(protein) == sorted(["sp|P12345_2_1-50", "plain", "x_y"])
+    for rid, seq in records.items():
+        name = rid.replace("/", "_").replace(".", "_")
+        assert residue[name].shape == (len(seq), 32) and residue[name].dtype == np.float32
+        assert protein[name].shape == (32,)
+        np.testing.assert_allclose(protein[name], residue[name].mean(axis=0), atol=1e-6)
+        assert ds_attrs[name]["original_id"] == rid and ds_attrs[name]["length"] == len(seq)
+        assert ds_attrs[name]["sequence_sha1"] == hashlib.sha1(seq.encode()).hexdigest()
+    assert file_attrs["pooling"] == "per_residue" and protein_attrs["pooling"] == "per_protein"
+    assert file_attrs["architecture"] == "T5ForConditionalGeneration" and file_attrs["step"] == 7
+    assert file_attrs["layer"] == 2 and file_attrs["dtype"] == "float32" and file_attrs["num_sequences"] == 3
+    assert not (tmp_path / "out.h5.parts").exists()
+    whole = embed.embed_fasta(t5_run, fasta_path, tmp_path / "hdr.h5", full_header_ids=True, progress=False)
+    assert "plain some description" in _read(whole.outputs["per_protein"])[0]
+
+
+def test_batching_and_devices_do_not_change_embeddings(t5_run, proteins, tmp_path):
+    records = {f"p{i}": s for i, s in enumerate(proteins[:24])}
+    fasta_path = write_fasta(tmp_path / "in.fa", records)
+    model = model_io.load_model(t5_run)
+    alone = embed.embed_fasta(model, fasta_path, tmp_path / "alone.h5", per_residue=True, per_protein=False,
+                              max_sequences_per_batch=1, devices=jax.local_devices()[:1], progress=False)
+    batched = embed.embed_fasta(model, fasta_path, tmp_path / "batched.h5", per_residue=True, per_protein=False,
+                                max_residues_per_batch=8000, progress=False)
+    assert jax.local_device_count() == 8 and batched.compiled_shapes < alone.compiled_shapes
+    a, b = _read(alone.outputs["per_residue"])[0], _read(batched.outputs["per_residue"])[0]
+    for name in records:
+        np.testing.assert_allclose(a[name], b[name], atol=1e-5)
+
+
+def test_bert_family_drops_cls_and_sep(tmp_path, proteins):
+    write_model_dir(tmp_path / "run", "albert")
+    records = {"a": proteins[3][:40], "b": proteins[4][:9]}
+    summary = embed.embed_fasta(tmp_path / "run", write_fasta(tmp_path / "in.fa", records), tmp_path / "o.h5",
+                                per_residue=True, per_protein=False, progress=False)
+    out, attrs, _ = _read(summary.outputs["per_residue"])
+    assert out["a"].shape == (40, 32) and out["b"].shape == (9, 32) and attrs["architecture"] == "AlbertForMaskedLM"
+
+
+# -- long sequences ----------------------------------------------------------------------------
+def test_a_5000_residue_protein_is_embedded(t5_run, proteins, tmp_path):
+    long_seq = "".join(proteins)[:5000]
+    summary = embed.embed_fasta(t5_run, write_fasta(tmp_path / "in.fa", {"titin_like": long_seq}),
+                                tmp_path / "o.h5", per_residue=True, per_protein=False, progress=False)
+    out = _read(summary.outputs["per_residue"])[0]["titin_like"]
+    assert out.shape == (5000, 32) and np.isfinite(out).all()
+
+
+def test_long_sequence_policies(t5_run, proteins, tmp_path, capsys):
+    records = {"short": proteins[0][:80], "long": "".join(proteins)[:700]}
+    fasta_path = write_fasta(tmp_path / "in.fa", records)
+    args = ["embed", "--model", str(t5_run), "--fasta", str(fasta_path), "--max-length", "300", "--no-progress",
+            "--per-residue"]
+    assert cli.main([*args, "--out", str(tmp_path / "e.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "long (700)" in err and "--long-sequences skip" in err and not (tmp_path / "e.h5").exists()
+
+    assert cli.main([*args, "--out", str(tmp_path / "s.h5"), "--long-sequences", "skip"]) == 0
+    out, attrs, _ = _read(tmp_path / "s.h5")
+    assert list(out) == ["short"] and attrs["skipped_too_long"] == '["long"]'
+
+    assert cli.main([*args, "--out", str(tmp_path / "c.h5"), "--long-sequences", "chunk",
+                     "--chunk-overlap", "100"]) == 0
+    out, attrs, _ = _read(tmp_path / "c.h5")
+    assert out["long"].shape == (700, 32) and attrs["chunked"] == '["long"]'
+    # Each joined residue is that of the window it was kept from, embedded on its own.
+    model = model_io.load_model(t5_run)
+    for start, end, keep_start, keep_end in limits.windows(700, 300, 100):
+        alone = embed.embed_fasta(model, write_fasta(tmp_path / f"w{start}.fa", {"w": records["long"][start:end]}),
+                                  tmp_path / f"w{start}.h5", per_residue=True, per_protein=False, progress=False)
+        window = _read(alone.outputs["per_residue"])[0]["w"]
+        np.testing.assert_allclose(out["long"][keep_start:keep_end], window[keep_start - start:keep_end - start],
+                                   atol=1e-5)
+
+
+# -- resume ------------------------------------------------------------------------------
+_WORKER = """
+import sys
+from prottrans_jax import embed
+embed.embed_fasta(sys.argv[1], sys.argv[2], sys.argv[3], per_residue=True, per_protein=False,
+                  max_sequences_per_batch=2, save_every_seconds=0, progress=False)
+"""
+
+
+def _kill_after_parts(args, parts_dir, n_parts=3):
+    proc = subprocess.Popen([sys.executable, "-c", _WORKER, *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env={**os.environ, "XLA_FLAGS": ""})
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if parts_dir.is_dir() and len(list(parts_dir.glob("part_*.h5"))) >= n_parts:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_resume_after_a_kill_skips_done_ids_and_never_corrupts(t5_run, proteins, tmp_path):
+    first = {f"a{i}": s for i, s in enumerate(proteins[:20])}
+    more = {f"b{i}": s for i, s in enumerate(proteins[20:220])}
+    reference = embed.embed_fasta(t5_run, write_fasta(tmp_path / "all.fa", {**first, **more}), tmp_path / "ref.h5",
+                                  per_residue=True, per_protein=False, progress=False)
+    out = tmp_path / "out.h5"
+    embed.embed_fasta(t5_run, write_fasta(tmp_path / "first.fa", first), out, per_residue=True, per_protein=False,
+                      progress=False)
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+
+    _kill_after_parts([t5_run, tmp_path / "all.fa", out], tmp_path / "out.h5.parts")
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before  # the finished file is untouched
+    parts = list((tmp_path / "out.h5.parts").glob("part_*.h5"))
+    assert parts and all(h5py.is_hdf5(p) for p in parts)
+
+    summary = embed.embed_fasta(t5_run, tmp_path / "all.fa", out, per_residue=True, per_protein=False,
+                                progress=False)
+    assert summary.already_done >= len(first) + 2 and summary.already_done + summary.embedded == 220
+    got, ref = _read(out)[0], _read(reference.outputs["per_residue"])[0]
+    assert sorted(got) == sorted(ref)
+    for name in ref:
+        np.testing.assert_allclose(got[name], ref[name], atol=1e-5)  # other batch neighbours, other padding
+    assert not (tmp_path / "out.h5.parts").exists()
+    again = embed.embed_fasta(t5_run, tmp_path / "all.fa", out, per_residue=True, per_protein=False, progress=False)
+    assert again.embedded == 0 and again.already_done == 220
+
+
+def test_resume_refuses_another_model_setting_or_sequence(t5_run, proteins, tmp_path):
+    records = {"a": proteins[0], "b": proteins[1]}
+    fasta_path = write_fasta(tmp_path / "in.fa", records)
+    embed.embed_fasta(t5_run, fasta_path, tmp_path / "o.h5", progress=False)
+    with pytest.raises(h5_store.OutputMismatchError, match="layer: 2 there vs 1 now"):
+        embed.embed_fasta(t5_run, fasta_path, tmp_path / "o.h5", layer=1, progress=False)
+    changed = write_fasta(tmp_path / "changed.fa", {"a": proteins[2], "b": proteins[1]})
+    with pytest.raises(h5_store.OutputMismatchError, match="'a' for a different sequence"):
+        embed.embed_fasta(t5_run, changed, tmp_path / "o.h5", progress=False)
+
+
+# -- bad inputs ------------------------------------------------------------------------------
+@pytest.mark.parametrize("content, needle", [
+    (">a\nMKV1L\n", "line 2"),
+    (">a\nMKV\n>b\n\n>c\nMK\n", "record 'b'"),
+    (">a/b\nMKV\n>a.b\nMKV\n", "already used by the record"),
+    ("MKV\n", "line 1"),
+])
+def test_bad_fasta_is_one_clear_error(t5_run, tmp_path, capsys, content, needle):
+    bad = tmp_path / "bad.fa"
+    bad.write_text(content)
+    assert cli.main(["embed", "--model", str(t5_run), "--fasta", str(bad), "--out", str(tmp_path / "o.h5")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and str(bad) in err and "Traceback" not in err
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_wrong_model_and_family_are_refused(t5_run, tmp_path, capsys, proteins):
+    fasta_path = write_fasta(tmp_path / "in.fa", {"a": proteins[0]})
+    write_model_dir(tmp_path / "bert", "bert")
+    for model, extra, needle in ((tmp_path / "nope", [], "no such model directory"),
+                                 (tmp_path / "bert", ["--family", "t5"], "not a t5 model"),
+                                 (t5_run, ["--layer", "9"], "--layer 9")):
+        assert cli.main(["embed", "--model", str(model), "--fasta", str(fasta_path), "--out",
+                         str(tmp_path / "o.h5"), *extra]) == 2
+        assert needle in capsys.readouterr().err
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_embed_and_export_do_not_load_tensorflow(t5_run, tmp_path, proteins):
+    fasta_path = write_fasta(tmp_path / "in.fa", {"a": proteins[0][:30]})
+    code = (
+        "import sys; from prottrans_jax import cli; "
+        f"rc = cli.main(['embed', '--model', {str(t5_run)!r}, '--fasta', {str(fasta_path)!r}, "
+        f"'--out', {str(tmp_path / 'o.h5')!r}, '--no-progress']); "
+        f"rc += cli.main(['export-hf', '--checkpoint', {str(t5_run)!r}, '--out', {str(tmp_path / 'hf')!r}]); "
+        "assert rc == 0 and 'tensorflow' not in sys.modules, [m for m in sys.modules if 'tensorflow' in m][:5]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
