@@ -207,6 +207,11 @@ def combine_masks(*masks: Array | None, dtype: DType = jnp.float32) -> Array | N
     return functools.reduce(jnp.logical_and, masks).astype(dtype)
 
 
+def mask_to_bias(mask: Array, dtype: DType = jnp.float32) -> Array:
+    """A 1/0 attention mask -> an additive bias: 0 where attention is allowed, ``MASK_BIAS`` elsewhere."""
+    return jnp.where(mask > 0, 0.0, MASK_BIAS).astype(dtype)
+
+
 def combine_biases(*biases: Array | None) -> Array | None:
     """Sum of the given additive attention biases (None entries skipped)."""
     biases = [b for b in biases if b is not None]
@@ -273,6 +278,12 @@ def dot_product_attention(
     Returns:
       ``[batch, q_length, heads, kv]``.
     """
+    if (deterministic or dropout_rate == 0.0) and not float32_logits:
+        # jax's fused attention: the bias add, softmax (float32 statistics) and both products in one
+        # op (cuDNN on GPUs); 1.5x faster than the einsum chain below on CPU (BENCHMARKS.md).
+        scale = 1.0 / math.sqrt(query.shape[-1]) if scale_logits else 1.0
+        bias = None if bias is None else bias.astype(query.dtype)
+        return jax.nn.dot_product_attention(query, key, value, bias=bias, scale=scale).astype(dtype)
     if scale_logits:
         query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
     if float32_logits:
@@ -370,7 +381,7 @@ class MultiHeadDotProductAttention(nn.Module):
 
         attention_bias = None
         if mask is not None:
-            attention_bias = jnp.where(mask > 0, 0.0, MASK_BIAS).astype(self.dtype)
+            attention_bias = mask_to_bias(mask, self.dtype)
         attention_bias = combine_biases(attention_bias, bias)
 
         dropout_rng = None

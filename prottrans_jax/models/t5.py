@@ -264,6 +264,11 @@ class T5Encoder(nn.Module):
         length = encoder_input_tokens.shape[-1]
         # Computed once per stack and shared by every block, as in HF (block 0 owns the table).
         position_bias = _relpos(cfg)(length, length, True)  # [1, heads, length, length]
+        if encoder_mask is not None:
+            # The padding mask joins the position bias once here, not once per block.
+            # [batch, 1, length, length] + [1, heads, length, length] -> [batch, heads, length, length]
+            position_bias = layers.mask_to_bias(encoder_mask, jnp.float32) + position_bias.astype(jnp.float32)
+            encoder_mask = None
         # [batch, length] -> [batch, length, embed]
         x = self.shared_embedding(encoder_input_tokens.astype(jnp.int32))
         x = nn.Dropout(rate=cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
