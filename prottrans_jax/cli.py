@@ -52,10 +52,27 @@ def _cmd_quickstart(args) -> int:
         for line in pipeline.preview_lines(task, args.num, args.length, seed=0):
             print(line)
     print(f"\n== tiny ProtT5 pretraining ({args.steps} steps) into {args.model_dir}")
-    return train_module.main([
+    rc = train_module.main([
         "--gin_file=runs/prot_t5_tiny.gin", f"--gin.MODEL_DIR='{args.model_dir}'",
         f"--gin.MIXTURE_OR_TASK_NAME='{args.corpus}_prot_t5_denoise'", f"--gin.TRAIN_STEPS={args.steps}",
     ])
+    if rc:
+        return rc
+    return _quickstart_export_and_embed(args, glob)
+
+
+def _quickstart_export_and_embed(args, glob: str) -> int:
+    """Quickstart, part 2: HuggingFace export of the run and per-protein embeddings of the corpus."""
+    import os
+
+    hf_dir = os.path.join(args.model_dir, "hf")
+    print(f"\n== export-hf: {args.model_dir} -> {hf_dir}")
+    rc = main(["export-hf", "--checkpoint", args.model_dir, "--out", hf_dir, "--overwrite"])
+    if rc:
+        return rc
+    out = os.path.join(args.model_dir, "embeddings.h5")
+    print(f"\n== embed: {glob} -> {out} (per protein; a re-run skips what is done)")
+    return main(["embed", "--model", args.model_dir, "--fasta", glob, "--out", out, "--per-protein"])
 
 
 def _cmd_train(args, extra) -> int:
@@ -174,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-residues-per-batch", type=int, default=4000, help="padded tokens per batch")
     p.add_argument("--max-sequences-per-batch", type=int, default=100)
     p.add_argument("--max-length", type=int, default=None,
-                   help="longest sequence embedded whole (default: what half the free memory holds)")
+                   help="longest sequence embedded whole (default: what 80% of the free memory holds)")
     p.add_argument("--long-sequences", default="error", choices=("error", "skip", "chunk"),
                    help="longer sequences: refuse the run (default), leave them out, or embed overlapping windows")
     p.add_argument("--chunk-overlap", type=int, default=256, help="residues shared by neighbouring windows")
@@ -198,6 +215,10 @@ def main(argv=None) -> int:
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    if "jax" not in sys.modules:  # XLA reads its flags once, when the backend starts
+        from prottrans_jax.train import default_cpu_xla_flags
+
+        os.environ["XLA_FLAGS"] = default_cpu_xla_flags()
     args, extra = build_parser().parse_known_args(argv)
     if extra and not getattr(args, "passthrough", False):
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")

@@ -118,7 +118,7 @@ def plan_units(records: Sequence[_Record], max_length: int, policy: str, overlap
 
 
 def default_max_length(embedder, dtype_bytes: int) -> int:
-    """The longest sequence (residues) that fits in half the free memory, and the model's positions."""
+    """The longest sequence (residues) that fits in 80% of the free memory, and the model's positions."""
     tokens = limits.max_tokens_for_memory(embedder.config, limits.available_memory_bytes(), dtype_bytes)
     if embedder.max_positions:
         tokens = min(tokens, embedder.max_positions)
@@ -160,7 +160,7 @@ def embed_fasta(
       dtype: compute dtype 'float32', 'bfloat16' or 'float16' (half precision is stored as float16).
       max_residues_per_batch: padded tokens per batch (ProtTrans: 4000).
       max_sequences_per_batch: sequences per batch at most (ProtTrans: 100).
-      max_length: longest sequence embedded whole (default: what half the free memory holds).
+      max_length: longest sequence embedded whole (default: what 80% of the free memory holds).
       long_sequences: 'error' (refuse before any work), 'skip' (leave out, listed in the file's
         ``skipped_too_long`` attribute) or 'chunk' (overlapping windows of ``max_length``, joined).
       chunk_overlap: residues shared by neighbouring windows.
@@ -180,6 +180,8 @@ def embed_fasta(
     from prottrans_jax.embedding.encoder import Embedder
 
     embedder = Embedder(loaded, layer=layer, dtype=dtype, devices=devices)
+    if not isinstance(model, model_io.LoadedModel):
+        loaded.params = None  # the embedder holds the weights on the devices; free the host copy
     attrs = dict(model=str(pathlib.Path(loaded.source).absolute()), architecture=loaded.architecture,
                  step=loaded.step, layer=embedder.layer, dtype=dtype, storage_dtype=STORAGE_DTYPE[dtype],
                  hidden_size=embedder.hidden_size, prottrans_jax_version=_version())
