@@ -88,7 +88,7 @@ def _cmd_export_hf(args) -> int:
     model = model_io.load_model(args.checkpoint, step=args.step, config_name=args.config, family=args.family)
     out = export.export_model(model, args.out, encoder_only=args.encoder_only, dtype=args.dtype,
                               overwrite=args.overwrite)
-    print(f"wrote {out} from {model.describe()}: load it with transformers' from_pretrained({str(out)!r})")
+    print(f"wrote {out} ({model.describe()}); load it with transformers: from_pretrained({str(out)!r})")
     return 0
 
 

@@ -94,7 +94,7 @@ def load_model(path: str | pathlib.Path, *, step: Optional[int] = None, config_n
     """
     if family is not None and family not in FAMILIES:
         raise ValueError(f"family {family!r} not in {FAMILIES}")
-    p = pathlib.Path(path)
+    p = pathlib.Path(path).absolute()  # Orbax reads absolute paths only
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such model directory (expected a HuggingFace folder with config.json "
                                 "or a training directory with checkpoint_<step>/ folders)")
@@ -174,7 +174,7 @@ def find_checkpoint(path: pathlib.Path, step: Optional[int] = None) -> tuple[pat
 def load_orbax(path: str | pathlib.Path, step: Optional[int] = None,
                config_name: Optional[str] = None) -> LoadedModel:
     """Parameters of one checkpoint (optimizer state is not read), unscanned, with their config."""
-    ckpt_dir, step = find_checkpoint(pathlib.Path(path), step)
+    ckpt_dir, step = find_checkpoint(pathlib.Path(path).absolute(), step)
     meta = checkpoints.read_meta(str(ckpt_dir))
     config = _orbax_config(ckpt_dir, meta, config_name)
     keys = checkpoints.state_keys(str(ckpt_dir))

@@ -184,3 +184,13 @@ def test_wrong_model_directories_are_named(tmp_path, capsys):
 def _export_encoder_only(tmp_path):
     write_model_dir(tmp_path / "run", "t5")
     return _export(tmp_path / "run", tmp_path / "enc", "--encoder-only")
+
+
+def test_relative_paths_work(tmp_path, monkeypatch, sequences):
+    monkeypatch.chdir(tmp_path)
+    write_model_dir(tmp_path / "run", "t5")
+    assert cli.main(["export-hf", "--checkpoint", "run", "--out", "hf"]) == 0
+    write_fasta(tmp_path / "in.fa", sequences)
+    assert cli.main(["embed", "--model", "run", "--fasta", "in.fa", "--out", "e.h5", "--no-progress"]) == 0
+    assert cli.main(["import-hf", "--hf", "hf", "--out", "imported"]) == 0
+    assert model_io.load_model("imported").architecture == "T5ForConditionalGeneration"

@@ -1,0 +1,1 @@
+"""Downstream tasks: data sets, input encodings, heads, training, metrics and prediction."""
