@@ -117,8 +117,9 @@ def _cmd_embed(args) -> int:
         long_sequences=args.long_sequences, chunk_overlap=args.chunk_overlap, step=args.step,
         config_name=args.config, family=args.family, full_header_ids=args.full_header_ids,
         progress=not args.no_progress, save_every_seconds=args.save_every)
-    print(f"embedded {summary.embedded} sequence(s) ({summary.already_done} already done) "
-          f"at {summary.residues_per_second:,.0f} residues/s -> {', '.join(summary.outputs.values())}")
+    rate = f" at {summary.residues_per_second:,.0f} residues/s" if summary.residues else ""
+    print(f"embedded {summary.embedded} sequence(s) ({summary.already_done} already done){rate} -> "
+          f"{', '.join(summary.outputs.values())}")
     if summary.skipped_too_long:
         print(f"left out {len(summary.skipped_too_long)} sequence(s) longer than the maximum length "
               f"(listed in the file's skipped_too_long attribute)")
