@@ -25,6 +25,9 @@ setup(
         "sentencepiece>=0.2",
         "tqdm>=4.66",
         "tensorboard>=2.16",  # TensorBoard event files from the trainer (tf.summary)
+        "biopython>=1.80",  # BLOSUM62 (the downstream baseline encoding)
+        "scikit-learn>=1.4",  # downstream metrics (MCC, confusion matrices, per-class precision/recall)
+        "matplotlib>=3.8",  # downstream report plots (PNG)
     ],
     extras_require={
         # HuggingFace interchange and parity tests. torch is pinned to the CPU build on local disk.

@@ -1,0 +1,186 @@
+"""Training and prediction of the per-residue (secondary structure) head: padded length buckets, early stopping."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from prottrans_jax import atomic_files
+from prottrans_jax.downstream import datasets, metrics
+from prottrans_jax.embedding import batching
+from prottrans_jax.models.heads import SecondaryStructureCNN
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation of a head (Adam; early stopping on the validation accuracy)."""
+
+    learning_rate: float = 1e-3
+    batch_size: int = 32  # chains
+    max_epochs: int = 40
+    patience: int = 5  # epochs without a better validation Q3 before stopping
+    validation_fraction: float = 0.05
+    seed: int = 0
+
+
+def pad_batch(features: Sequence[np.ndarray], records: Sequence[datasets.ResidueRecord], length: int) -> dict:
+    """Stacks chains into ``[batch, length, D]`` features and ``[batch, length]`` labels and masks."""
+    b, d = len(features), features[0].shape[-1]
+    out = {"x": np.zeros((b, length, d), np.float32), "mask": np.zeros((b, length), np.float32)}
+    for key in ("dssp3", "dssp8", "disorder", "resolved", "evaluate"):
+        out[key] = np.zeros((b, length), np.int32)
+    for i, (f, r) in enumerate(zip(features, records)):
+        n = len(r.sequence)
+        out["x"][i, :n] = f
+        out["mask"][i, :n] = 1
+        out["dssp3"][i, :n], out["dssp8"][i, :n] = r.dssp3, r.dssp8
+        out["disorder"][i, :n] = r.resolved  # class 1 = resolved, 0 = disordered
+        out["resolved"][i, :n], out["evaluate"][i, :n] = r.resolved, r.evaluate
+    return out
+
+
+def batches(features, records, batch_size: int, rng: Optional[np.random.Generator] = None):
+    """Batches of ``batch_size`` chains (shuffled when ``rng`` is given), padded to length buckets."""
+    order = np.arange(len(records)) if rng is None else rng.permutation(len(records))
+    edges = batching.bucket_edges(max(len(r.sequence) for r in records))
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        length = batching.bucket_of(max(len(records[i].sequence) for i in idx), edges)
+        yield idx, pad_batch([features[i] for i in idx], [records[i] for i in idx], length)
+
+
+def loss_fn(params, head, batch, rng, train: bool):
+    """Cross entropy of DSSP3 + DSSP8 (resolved residues) + disorder (all residues), per residue."""
+    out = head.apply({"params": params}, batch["x"], batch["mask"], train=train, rngs={"dropout": rng})
+    resolved = batch["resolved"] * batch["mask"]
+    ce = optax.softmax_cross_entropy_with_integer_labels
+    loss = (jnp.sum(ce(out["dssp3"], batch["dssp3"]) * resolved) + jnp.sum(ce(out["dssp8"], batch["dssp8"]) * resolved)
+            ) / jnp.maximum(jnp.sum(resolved), 1) + jnp.sum(ce(out["disorder"], batch["disorder"]) * batch["mask"]
+                                                             ) / jnp.maximum(jnp.sum(batch["mask"]), 1)
+    return loss, out
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train, validation) index arrays."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * fraction)))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def train_residue_head(features: Sequence[np.ndarray], records: Sequence[datasets.ResidueRecord],
+                       config: TrainConfig = TrainConfig(), head: Optional[SecondaryStructureCNN] = None,
+                       out_dir: Optional[str | pathlib.Path] = None, progress: bool = True):
+    """Trains ``head`` on a random ``1 - validation_fraction`` of the chains; stops early on validation Q3.
+
+    Returns:
+      ``(best params, history)``: history has one dict per epoch (train loss, validation loss/Q3/Q8).
+      With ``out_dir``, the best params are saved there (``head.msgpack``, ``head.json``) at each improvement.
+    """
+    head = head or SecondaryStructureCNN()
+    train_idx, val_idx = split_validation(len(records), config.validation_fraction, config.seed)
+    tr_f, tr_r = [features[i] for i in train_idx], [records[i] for i in train_idx]
+    va_f, va_r = [features[i] for i in val_idx], [records[i] for i in val_idx]
+    key = jax.random.key(config.seed)
+    init_key, key = jax.random.split(key)
+    params = head.init(init_key, jnp.zeros((1, 8, features[0].shape[-1])), jnp.ones((1, 8)))["params"]
+    optimizer = optax.adam(config.learning_rate)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, opt_state, batch, rng):
+        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, head, batch, rng, True)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rng = np.random.default_rng(config.seed)
+    history, best, best_params, bad_epochs = [], -1.0, params, 0
+    for epoch in range(1, config.max_epochs + 1):
+        losses = []
+        for _, batch in batches(tr_f, tr_r, config.batch_size, rng):
+            key, sub = jax.random.split(key)
+            params, opt_state, loss = step(params, opt_state, batch, sub)
+            losses.append(float(loss))
+        val = evaluate_residue_head(params, head, va_f, va_r, n_boot=0)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val["loss"],
+                        "val_q3": val["dssp3"]["accuracy"], "val_q8": val["dssp8"]["accuracy"]})
+        if progress:
+            print(f"[epoch {epoch}] train_loss={history[-1]['train_loss']:.4f} val_loss={val['loss']:.4f} "
+                  f"val_Q3={val['dssp3']['accuracy']:.4f} val_Q8={val['dssp8']['accuracy']:.4f}", flush=True)
+        if val["dssp3"]["accuracy"] > best:
+            best, best_params, bad_epochs = val["dssp3"]["accuracy"], params, 0
+            if out_dir is not None:
+                save_head(out_dir, best_params, {"kind": "secondary_structure", "epoch": epoch, "val_q3": best,
+                                                 "head": head_settings(head),
+                                                 "input_dim": int(features[0].shape[-1])})
+        else:
+            bad_epochs += 1
+            if bad_epochs >= config.patience:
+                break
+    return best_params, history
+
+
+def predict_residue_head(params, head, features: Sequence[np.ndarray], lengths: Sequence[int],
+                         batch_size: int = 64) -> list[dict[str, np.ndarray]]:
+    """Per chain ``{dssp3: [L, 3], dssp8: [L, 8], disorder: [L, 2]}`` probabilities."""
+    apply = jax.jit(lambda p, x, m: jax.tree_util.tree_map(jax.nn.softmax, head.apply({"params": p}, x, m)))
+    edges = batching.bucket_edges(max(lengths))
+    out: list = [None] * len(features)
+    for start in range(0, len(features), batch_size):
+        idx = list(range(start, min(start + batch_size, len(features))))
+        length = batching.bucket_of(max(lengths[i] for i in idx), edges)
+        x = np.zeros((len(idx), length, features[0].shape[-1]), np.float32)
+        mask = np.zeros((len(idx), length), np.float32)
+        for j, i in enumerate(idx):
+            x[j, :lengths[i]], mask[j, :lengths[i]] = features[i], 1
+        probs = jax.device_get(apply(params, x, mask))
+        for j, i in enumerate(idx):
+            out[i] = {k: v[j, :lengths[i]] for k, v in probs.items()}
+    return out
+
+
+def evaluate_residue_head(params, head, features, records, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Q3/Q8 (with MCC, per-class figures, confusion, bootstrap SE) over the scored residues, and the loss."""
+    probs = predict_residue_head(params, head, features, [len(r.sequence) for r in records])
+    out = {}
+    for name, labels in (("dssp3", datasets.DSSP3), ("dssp8", datasets.DSSP8)):
+        chains = [(getattr(r, name), p[name].argmax(-1), r.evaluate) for r, p in zip(records, probs)]
+        out[name] = metrics.residue_scores(chains, list(labels), n_boot=max(n_boot, 2), seed=seed)
+    nll = [-np.log(np.maximum(p["dssp3"][np.arange(len(r.sequence)), r.dssp3], 1e-9))[r.resolved]
+           for r, p in zip(records, probs)]
+    out["loss"] = float(np.mean(np.concatenate(nll)))
+    return out
+
+
+def head_settings(head) -> dict:
+    """The head's constructor fields (to rebuild it when loading)."""
+    return {f: getattr(head, f) for f in ("hidden", "kernel_size", "dropout_rate", "depth") if hasattr(head, f)}
+
+
+def save_head(out_dir, params, info: dict) -> None:
+    """``head.msgpack`` (Flax serialisation) and ``head.json``, each written atomically."""
+    from flax import serialization
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_files.atomic_file(out / "head.msgpack") as tmp:
+        tmp.write_bytes(serialization.to_bytes(jax.device_get(params)))
+    with atomic_files.atomic_file(out / "head.json") as tmp:
+        tmp.write_text(json.dumps(info, indent=2, default=str))
+
+
+def load_head(out_dir, head, input_dim: int):
+    """Params saved by :func:`save_head` for ``head`` (raises with the path when absent or mismatched)."""
+    from flax import serialization
+
+    path = pathlib.Path(out_dir) / "head.msgpack"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained head here (train one with prottrans-jax heads train)")
+    template = head.init(jax.random.key(0), jnp.zeros((1, 8, input_dim)), jnp.ones((1, 8)))["params"]
+    return serialization.from_bytes(template, path.read_bytes())
