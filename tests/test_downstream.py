@@ -1,0 +1,130 @@
+"""Downstream: NetSurfP/DeepLoc readers on the real files, encodings, metrics, heads, per-residue training."""
+
+from __future__ import annotations
+
+import collections
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from prottrans_jax.downstream import datasets, encodings, metrics, residue_training as rt
+from prottrans_jax.models.heads import LightAttention, LocalizationFNN, SecondaryStructureCNN
+
+DSSP8_TO_3 = {"G": "H", "H": "H", "I": "H", "E": "E", "B": "E", "S": "C", "T": "C", "C": "C"}
+
+
+@pytest.fixture(scope="module")
+def cb513(shared_data):
+    return datasets.read_netsurfp_csv(shared_data / "netsurfp" / "CB513_HHblits.csv")
+
+
+def test_netsurfp_files_parse_consistently(cb513, shared_data):
+    ts115 = datasets.read_netsurfp_csv(shared_data / "netsurfp" / "TS115_HHblits.csv")
+    assert len(cb513) == 511 and len(ts115) == 115
+    for r in cb513 + ts115:
+        assert len(r.sequence) == len(r.dssp3) == len(r.dssp8) == len(r.resolved)
+        # DSSP8 reduces to DSSP3 by the standard rule in every residue of the real files.
+        assert [datasets.DSSP3[i] for i in r.dssp3] == [DSSP8_TO_3[datasets.DSSP8[i]] for i in r.dssp8]
+        assert not (r.evaluate & ~r.resolved).any()
+    # CB513's mask removes residues beyond the disordered ones; TS115 scores every resolved residue.
+    assert sum(r.evaluate.sum() for r in cb513) < sum(r.resolved.sum() for r in cb513)
+    assert all((r.evaluate == r.resolved).all() for r in ts115)
+
+
+@pytest.mark.parametrize("row, needle", [
+    ("M K V,H E,H E C,1 1 1,1 1 1", "dssp3 has 2 labels for 3 residues"),
+    ("M K V,H E Q,H E C,1 1 1,1 1 1", "label 'Q' is not one of 'HEC'"),
+    ("M K V,H E C,H E C,1 0.5 1,1 1 1", "disorder must be 0 or 1"),
+    ("M K 1,H E C,H E C,1 1 1,1 1 1", "line 2"),
+])
+def test_malformed_netsurfp_rows_are_named(tmp_path, row, needle):
+    path = tmp_path / "bad.csv"
+    path.write_text("seq,dssp3,dssp8, disorder, cb513_mask\n" + row + "\n")
+    with pytest.raises(ValueError, match=needle) as e:
+        datasets.read_netsurfp_csv(path)
+    assert str(path) in str(e.value)
+    path.write_text("seq,dssp3,dssp8\nM,H,H\n")
+    with pytest.raises(datasets.DatasetError, match="missing column"):
+        datasets.read_netsurfp_csv(path)
+
+
+def test_deeploc_files(shared_data):
+    path = shared_data / "deeploc" / "deeploc_our_val_set.fasta"
+    val = datasets.read_deeploc_fasta(path)
+    hard = datasets.read_deeploc_fasta(shared_data / "deeploc" / "setHARD.fasta")
+    assert len(val) == 1678 and len(hard) == 490
+    headers = [line.split()[1] for line in path.read_text().splitlines() if line.startswith(">")]
+    expected = collections.Counter(datasets.LOCATION_ALIASES.get(h.rpartition("-")[0], h.rpartition("-")[0])
+                                   for h in headers)
+    assert collections.Counter(datasets.LOCATIONS[r.location] for r in val) == expected
+    assert collections.Counter(r.membrane for r in val) == collections.Counter(
+        {"M": 1, "S": 0, "U": -1}[h[-1]] for h in headers)
+
+
+def test_bad_deeploc_label(tmp_path):
+    path = tmp_path / "bad.fasta"
+    path.write_text(">P1 Nucleus-M\nMKV\n>P2 Nowhere-S\nMKV\n")
+    with pytest.raises(datasets.DatasetError, match="line 3, record 'P2'.*'Nowhere-S'"):
+        datasets.read_deeploc_fasta(path)
+
+
+def test_encodings():
+    seq = "ACWXY"
+    oh = encodings.one_hot(seq)
+    assert oh.shape == (5, 21) and (oh.sum(1) == 1).all()
+    assert [encodings.RESIDUES[i] for i in oh.argmax(1)] == list(seq)
+    bl = encodings.blosum62(seq)
+    assert bl[2, encodings.RESIDUES.index("W")] == 11 / 4 and bl[0, 0] == 4 / 4  # W-W 11, A-A 4
+    ac = encodings.blosum62("AC")
+    assert ac[0, encodings.RESIDUES.index("C")] == ac[1, encodings.RESIDUES.index("A")] == 0.0  # symmetric A-C 0
+    with pytest.raises(ValueError, match="'B'"):
+        encodings.one_hot("AB")
+
+
+def test_bootstrap_se_matches_the_binomial_standard_error():
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 2, 4000)
+    y_pred = np.where(rng.random(4000) < 0.7, y_true, 1 - y_true)
+    scores = metrics.protein_scores(y_true, y_pred, ["soluble", "membrane"], n_boot=2000)
+    p = scores["accuracy"]
+    assert abs(scores["se"] / np.sqrt(p * (1 - p) / 4000) - 1) < 0.1
+    assert sum(map(sum, scores["confusion"])) == 4000
+    assert scores["per_class"]["membrane"]["support"] == int(np.sum(y_true == 1))
+
+
+def test_cnn_ignores_padding():
+    head = SecondaryStructureCNN()
+    x = jax.random.normal(jax.random.key(0), (2, 40, 21))
+    mask = jnp.ones((2, 40)).at[1, 25:].set(0)
+    params = head.init(jax.random.key(1), x, mask)["params"]
+    batched = head.apply({"params": params}, x, mask)
+    alone = head.apply({"params": params}, x[1:, :25], mask[1:, :25])
+    for k in ("dssp3", "dssp8", "disorder"):
+        np.testing.assert_allclose(batched[k][1, :25], alone[k][0], atol=1e-5)
+
+
+def test_light_attention_and_fnn_shapes_and_masking():
+    x = jax.random.normal(jax.random.key(0), (3, 30, 16))
+    mask = jnp.ones((3, 30)).at[2, 10:].set(0)
+    la = LightAttention()
+    variables = la.init(jax.random.key(1), x, mask)
+    out = la.apply(variables, x, mask)
+    assert out["location"].shape == (3, 10) and out["membrane"].shape == (3, 2)
+    noisy = x.at[2, 10:].set(100.0)  # what lies beyond the mask must not matter
+    np.testing.assert_allclose(la.apply(variables, noisy, mask)["location"][2], out["location"][2], atol=1e-5)
+    fnn = LocalizationFNN()
+    v = fnn.init(jax.random.key(2), x.mean(1))
+    assert fnn.apply(v, x.mean(1))["location"].shape == (3, 10)
+
+
+def test_cnn_learns_secondary_structure_and_round_trips(cb513, tmp_path):
+    feats = encodings.baseline_features("onehot", [r.sequence for r in cb513])
+    params, history = rt.train_residue_head(feats, cb513, rt.TrainConfig(max_epochs=4, validation_fraction=0.2),
+                                            out_dir=tmp_path, progress=False)
+    coil = np.mean(np.concatenate([r.dssp3[r.resolved] for r in cb513]) == datasets.DSSP3.index("C"))
+    assert max(h["val_q3"] for h in history) > coil + 0.05  # better than always guessing coil
+    loaded = rt.load_head(tmp_path, SecondaryStructureCNN(), 21)
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
