@@ -204,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, "model")
     p.set_defaults(func=_cmd_embed)
 
+    from prottrans_jax.downstream import heads_cli
+
+    heads_cli.add_parser(sub)
+
     p = sub.add_parser(
         "train", help="pretrain with gin files (same flags as python -m prottrans_jax.train)",
         description="e.g. prottrans-jax train --gin_file=runs/prot_t5_tiny.gin --gin.MODEL_DIR=\"'runs/tiny'\"",

@@ -55,8 +55,8 @@ def h5_features(path: str | pathlib.Path, ids: Sequence[str], lengths: Sequence[
     """Embeddings of ``ids`` from an ``embed`` HDF5 file (dataset names as ``embed`` writes them).
 
     Raises:
-      KeyError: an id is missing (naming it and the file).
-      ValueError: a per-residue embedding whose length is not the sequence's.
+      ValueError: an id is missing (naming it and the file), or a per-residue embedding whose length is
+        not the sequence's.
     """
     import h5py
 
@@ -67,7 +67,7 @@ def h5_features(path: str | pathlib.Path, ids: Sequence[str], lengths: Sequence[
         for i, rid in enumerate(ids):
             name = dataset_name(rid)
             if name not in f:
-                raise KeyError(f"{path}: no embedding for {rid!r} (dataset {name!r}); embed the same FASTA first")
+                raise ValueError(f"{path}: no embedding for {rid!r} (dataset {name!r}); embed the same FASTA first")
             array = np.asarray(f[name][()], np.float32)
             if lengths is not None and array.ndim == 2 and array.shape[0] != lengths[i]:
                 raise ValueError(f"{path}: {name!r} has {array.shape[0]} residues, the data set's sequence {lengths[i]}")

@@ -1,0 +1,130 @@
+"""Training and prediction of the per-protein heads (location + membrane): FNN on pooled, light attention on per-residue."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from prottrans_jax.downstream import datasets, metrics
+from prottrans_jax.downstream.residue_training import TrainConfig, head_settings, save_head, split_validation
+from prottrans_jax.embedding import batching
+from prottrans_jax.models.heads import LightAttention, LocalizationFNN
+
+
+def is_per_residue(head) -> bool:
+    return isinstance(head, LightAttention)
+
+
+def _pack(features: Sequence[np.ndarray], head) -> dict:
+    """``x`` [batch, D] for the FNN; ``x`` [batch, length bucket, D] and ``mask`` for light attention."""
+    if not is_per_residue(head):
+        return {"x": np.stack(features).astype(np.float32)}
+    length = batching.bucket_of(max(len(f) for f in features), batching.bucket_edges(max(len(f) for f in features)))
+    x = np.zeros((len(features), length, features[0].shape[-1]), np.float32)
+    mask = np.zeros((len(features), length), np.float32)
+    for i, f in enumerate(features):
+        x[i, :len(f)], mask[i, :len(f)] = f, 1
+    return {"x": x, "mask": mask}
+
+
+def _apply(head, variables, batch, train: bool, rng=None):
+    args = (batch["x"], batch["mask"]) if is_per_residue(head) else (batch["x"],)
+    if train:
+        return head.apply(variables, *args, train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
+    return head.apply(variables, *args, train=False), None
+
+
+def loss_fn(params, batch_stats, head, batch, rng):
+    """Cross entropy of the location (every protein) + membrane (proteins with a known M/S label)."""
+    out, updates = _apply(head, {"params": params, "batch_stats": batch_stats}, batch, True, rng)
+    ce = optax.softmax_cross_entropy_with_integer_labels
+    known = (batch["membrane"] >= 0).astype(jnp.float32)
+    loss = jnp.mean(ce(out["location"], batch["location"])) + jnp.sum(
+        ce(out["membrane"], jnp.maximum(batch["membrane"], 0)) * known) / jnp.maximum(jnp.sum(known), 1)
+    return loss, updates["batch_stats"]
+
+
+def train_protein_head(features: Sequence[np.ndarray], records: Sequence[datasets.ProteinRecord],
+                       config: TrainConfig = TrainConfig(batch_size=64), head=None, out_dir=None,
+                       progress: bool = True):
+    """Trains ``head`` (default :class:`LocalizationFNN`); early stopping on validation Q10.
+
+    Returns:
+      ``(best variables {params, batch_stats}, history)``.
+    """
+    head = head or LocalizationFNN()
+    train_idx, val_idx = split_validation(len(records), config.validation_fraction, config.seed)
+    key = jax.random.key(config.seed)
+    init_key, key = jax.random.split(key)
+    sample = _pack([features[i] for i in train_idx[:2]], head)
+    variables = head.init(init_key, *((sample["x"], sample["mask"]) if is_per_residue(head) else (sample["x"],)))
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    optimizer = optax.adam(config.learning_rate)
+    opt_state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, batch_stats, opt_state, batch, rng):
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, head, batch, rng)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+
+    rng = np.random.default_rng(config.seed)
+    history, best, best_vars, bad = [], -1.0, {"params": params, "batch_stats": batch_stats}, 0
+    val_f, val_r = [features[i] for i in val_idx], [records[i] for i in val_idx]
+    for epoch in range(1, config.max_epochs + 1):
+        losses = []
+        order = rng.permutation(train_idx)
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            if len(idx) < 2:  # BatchNorm needs two examples
+                continue
+            batch = _pack([features[i] for i in idx], head)
+            batch["location"] = np.array([records[i].location for i in idx], np.int32)
+            batch["membrane"] = np.array([records[i].membrane for i in idx], np.int32)
+            key, sub = jax.random.split(key)
+            params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, batch, sub)
+            losses.append(float(loss))
+        current = {"params": params, "batch_stats": batch_stats}
+        val = evaluate_protein_head(current, head, val_f, val_r, n_boot=2)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_q10": val["location"]["accuracy"],
+                        "val_q2": val["membrane"]["accuracy"] if val["membrane"] else float("nan")})
+        if progress:
+            print(f"[epoch {epoch}] train_loss={history[-1]['train_loss']:.4f} "
+                  f"val_Q10={history[-1]['val_q10']:.4f} val_Q2={history[-1]['val_q2']:.4f}", flush=True)
+        if history[-1]["val_q10"] > best:
+            best, best_vars, bad = history[-1]["val_q10"], current, 0
+            if out_dir is not None:
+                save_head(out_dir, best_vars, {"kind": "localization", "head_class": type(head).__name__,
+                                               "epoch": epoch, "val_q10": best, "head": head_settings(head),
+                                               "input_dim": int(features[0].shape[-1])})
+        else:
+            bad += 1
+            if bad >= config.patience:
+                break
+    return best_vars, history
+
+
+def predict_protein_head(variables, head, features: Sequence[np.ndarray], batch_size: int = 64) -> dict:
+    """``{location: [n, 10], membrane: [n, 2]}`` probabilities."""
+    apply = jax.jit(lambda v, b: jax.tree_util.tree_map(jax.nn.softmax, _apply(head, v, b, False)[0]))
+    parts = [apply(variables, _pack(features[s:s + batch_size], head)) for s in range(0, len(features), batch_size)]
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("location", "membrane")}
+
+
+def evaluate_protein_head(variables, head, features, records, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Q10 over all proteins and Q2 over those with a known membrane label, with MCC, confusion and SE."""
+    probs = predict_protein_head(variables, head, features)
+    loc_true = np.array([r.location for r in records])
+    mem_true = np.array([r.membrane for r in records])
+    known = mem_true >= 0
+    membrane = None  # a set without M/S labels (setHARD) has no Q2
+    if known.any():
+        membrane = metrics.protein_scores(mem_true[known], probs["membrane"][known].argmax(-1),
+                                          ["soluble", "membrane"], n_boot=n_boot, seed=seed)
+    return {"location": metrics.protein_scores(loc_true, probs["location"].argmax(-1), list(datasets.LOCATIONS),
+                                               n_boot=n_boot, seed=seed),
+            "membrane": membrane}
