@@ -126,6 +126,14 @@ def _cmd_embed(args) -> int:
     return 0
 
 
+def _cmd_predict(args) -> int:
+    from prottrans_jax.downstream import predict
+
+    paths = predict.predict_fasta(args.fasta, args.head, args.out, model=args.model)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def _add_model_args(p, model_flag: str) -> None:
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     p.add_argument("--config", default=None,
@@ -203,6 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_model_args(p, "model")
     p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("predict", help="secondary structure, location and membrane for a FASTA (TSV + JSON)")
+    p.add_argument("--fasta", required=True)
+    p.add_argument("--head", required=True, action="append", help="a heads train folder (repeat for several)")
+    p.add_argument("--model", default=None, help="the embedding model the heads were trained on (not for onehot)")
+    p.add_argument("--out", required=True, help="output prefix: <out>.residues.tsv, <out>.proteins.tsv, <out>.json")
+    p.set_defaults(func=_cmd_predict)
 
     from prottrans_jax.downstream import heads_cli
 
