@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +129,103 @@ def test_cnn_learns_secondary_structure_and_round_trips(cb513, tmp_path):
     loaded = rt.load_head(tmp_path, SecondaryStructureCNN(), 21)
     for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _subset_csv(src, dst, n):
+    lines = src.read_text().splitlines()
+    dst.write_text("\n".join(lines[:n + 1]) + "\n")
+    return dst
+
+
+def _subset_fasta(src, dst, n):
+    out, count = [], 0
+    for line in src.read_text().splitlines():
+        count += line.startswith(">")
+        if count > n:
+            break
+        out.append(line)
+    dst.write_text("\n".join(out) + "\n")
+    return dst
+
+
+def test_heads_cli_train_evaluate_and_predict(tmp_path, shared_data, capsys):
+    from prottrans_jax import cli
+
+    ss_data = _subset_csv(shared_data / "netsurfp" / "CB513_HHblits.csv", tmp_path / "cb.csv", 120)
+    loc_data = _subset_fasta(shared_data / "deeploc" / "deeploc_our_val_set.fasta", tmp_path / "loc.fasta", 200)
+    assert cli.main(["heads", "train", "--task", "secondary-structure", "--data", str(ss_data), "--features",
+                     "blosum62", "--epochs", "2", "--out", str(tmp_path / "ss")]) == 0
+    assert cli.main(["heads", "train", "--task", "localization", "--data", str(loc_data), "--head", "la",
+                     "--epochs", "2", "--batch-size", "16", "--out", str(tmp_path / "loc")]) == 0
+    assert cli.main(["heads", "evaluate", "--head", str(tmp_path / "ss"), "--data", str(ss_data),
+                     "--report", str(tmp_path / "rep")]) == 0
+    printed = capsys.readouterr().out
+    assert "Q3 " in printed and "Q8 " in printed
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "| Q3 |" in report and "confusion_Q3.png" in report and "learning_curves.png" in report
+    assert (tmp_path / "rep" / "confusion_Q8.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["heads", "evaluate", "--head", str(tmp_path / "loc"), "--data", str(loc_data),
+                     "--report", str(tmp_path / "rep_loc")]) == 0
+    assert (tmp_path / "rep_loc" / "projection.png").is_file() and "| Q2 |" in (
+        tmp_path / "rep_loc" / "report.md").read_text()
+
+    query = _subset_fasta(loc_data, tmp_path / "q.fasta", 3)
+    assert cli.main(["predict", "--fasta", str(query), "--head", str(tmp_path / "ss"), "--head",
+                     str(tmp_path / "loc"), "--out", str(tmp_path / "pred")]) == 0
+    rows = (tmp_path / "pred.residues.tsv").read_text().splitlines()
+    proteins = (tmp_path / "pred.proteins.tsv").read_text().splitlines()
+    result = json.loads((tmp_path / "pred.json").read_text())
+    assert len(result) == 3 and len(proteins) == 4
+    assert len(rows) == 1 + sum(len(r["sequence"]) for r in result.values())
+    for r in result.values():
+        assert len(r["dssp3"]) == len(r["sequence"]) and set(r["dssp3"]) <= set("HEC")
+        assert abs(sum(r["location_probabilities"].values()) - 1) < 1e-3 and r["location"] in datasets.LOCATIONS
+        np.testing.assert_allclose(np.sum(r["dssp8_probabilities"], axis=1), 1, atol=1e-3)
+
+
+def test_heads_cli_errors(tmp_path, capsys):
+    from prottrans_jax import cli
+
+    assert cli.main(["heads", "evaluate", "--head", str(tmp_path), "--data", "x.csv"]) == 2
+    assert "not a trained head folder" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("seq,dssp3\nM,H\n")
+    assert cli.main(["heads", "train", "--task", "secondary-structure", "--data", str(bad), "--out",
+                     str(tmp_path / "o")]) == 2
+    assert "missing column" in capsys.readouterr().err
+    assert cli.main(["heads", "train", "--task", "secondary-structure", "--data", str(bad), "--features",
+                     "nonsense", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_heads_on_language_model_embeddings(tmp_path, shared_data, capsys):
+    """heads fasta -> embed (per residue) -> heads train on the H5 -> predict embedding new proteins on the fly."""
+    from model_dirs import write_model_dir
+
+    from prottrans_jax import cli
+
+    write_model_dir(tmp_path / "lm", "t5")
+    ss_data = _subset_csv(shared_data / "netsurfp" / "TS115_HHblits.csv", tmp_path / "ts.csv", 40)
+    assert cli.main(["heads", "fasta", "--task", "secondary-structure", "--data", str(ss_data), "--out",
+                     str(tmp_path / "ts.fasta")]) == 0
+    assert cli.main(["embed", "--model", str(tmp_path / "lm"), "--fasta", str(tmp_path / "ts.fasta"), "--out",
+                     str(tmp_path / "ts.h5"), "--per-residue", "--no-progress"]) == 0
+    assert cli.main(["heads", "train", "--task", "secondary-structure", "--data", str(ss_data), "--features",
+                     f"h5:{tmp_path / 'ts.h5'}", "--epochs", "1", "--out", str(tmp_path / "ss")]) == 0
+    assert json.loads((tmp_path / "ss" / "head.json").read_text())["input_dim"] == 32
+    capsys.readouterr()
+    novel = tmp_path / "novel.fasta"
+    novel.write_text(">novel\nMKVLAAGIVGLLLAW\n")
+    assert cli.main(["predict", "--fasta", str(novel), "--head", str(tmp_path / "ss"),
+                     "--out", str(tmp_path / "p")]) == 2  # not in the H5: the head needs the language model
+    assert "'novel'" in (err := capsys.readouterr().err) and "--model" in err
+    assert cli.main(["predict", "--fasta", str(novel), "--head", str(tmp_path / "ss"),
+                     "--model", str(tmp_path / "lm"), "--out", str(tmp_path / "p")]) == 0
+    assert len((tmp_path / "p.residues.tsv").read_text().splitlines()) == 1 + 15
+    # On-the-fly embeddings are the H5's: the head's predictions agree with evaluating on the file.
+    assert cli.main(["heads", "evaluate", "--head", str(tmp_path / "ss"), "--data", str(ss_data), "--features",
+                     f"model:{tmp_path / 'lm'}", "--report", str(tmp_path / "r1")]) == 0
+    assert cli.main(["heads", "evaluate", "--head", str(tmp_path / "ss"), "--data", str(ss_data),
+                     "--report", str(tmp_path / "r2")]) == 0
+    a = json.loads((tmp_path / "r1" / "scores.json").read_text())["Q3"]["accuracy"]
+    b = json.loads((tmp_path / "r2" / "scores.json").read_text())["Q3"]["accuracy"]
+    assert a == pytest.approx(b, abs=1e-4)

@@ -23,7 +23,12 @@ def _features(spec: str, model, ids, seqs, per_residue: bool, cache: dict):
 
             cache[("model", per_residue)] = encodings.model_features(model, seqs, per_residue=per_residue)
         return cache[("model", per_residue)]
-    return inputs.features_for(spec, ids, seqs, per_residue)
+    try:
+        return inputs.features_for(spec, ids, seqs, per_residue)
+    except ValueError as e:
+        if kind != "h5":
+            raise
+        raise ValueError(f"{e}; or pass --model (the model that wrote {spec}) to embed these sequences") from None
 
 
 def predict_fasta(fasta_paths, head_dirs: Sequence[str], out_prefix: str | pathlib.Path,
