@@ -208,8 +208,10 @@ def _run(embedder, records, units, stores, max_tokens, max_rows, progress) -> tu
     from tqdm.auto import tqdm
 
     extra = embedder.special_tokens
-    plan = batching.plan_batches([u.end - u.start + extra for u in units], max_tokens=max_tokens,
-                                 max_rows=max_rows, row_multiple=embedder.num_devices)
+    lengths = [u.end - u.start + extra for u in units]
+    edges = batching.bucket_edges(max(lengths), limit=embedder.max_positions) if lengths else None
+    plan = batching.plan_batches(lengths, max_tokens=max_tokens, max_rows=max_rows,
+                                 row_multiple=embedder.num_devices, edges=edges)
     need_residues = "per_residue" in stores
     pieces: dict[int, list[tuple[_Unit, np.ndarray]]] = {}
     windows_left = {}

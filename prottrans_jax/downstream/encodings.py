@@ -84,8 +84,9 @@ def model_features(model, sequences: Sequence[str], per_residue: bool = True, la
 
     loaded = model if isinstance(model, model_io.LoadedModel) else model_io.load_model(model)
     embedder = Embedder(loaded, layer=layer, dtype=dtype)
-    plan = batching.plan_batches([len(s) + embedder.special_tokens for s in sequences], max_tokens=max_tokens,
-                                 row_multiple=embedder.num_devices)
+    lengths = [len(s) + embedder.special_tokens for s in sequences]
+    plan = batching.plan_batches(lengths, max_tokens=max_tokens, row_multiple=embedder.num_devices,
+                                 edges=batching.bucket_edges(max(lengths), limit=embedder.max_positions))
     out: list = [None] * len(sequences)
     for batch in plan:
         seqs = [sequences[i] for i in batch.indices]

@@ -7,10 +7,11 @@ import math
 from typing import Sequence
 
 
-def bucket_edges(max_length: int, step: int = 32, linear_until: int = 512, growth: float = 1.125) -> list[int]:
+def bucket_edges(max_length: int, step: int = 32, linear_until: int = 512, growth: float = 1.125,
+                 limit: int | None = None) -> list[int]:
     """Padded lengths: multiples of ``step`` up to ``linear_until``, then ~``growth`` times apart.
 
-    Padding stays under ``step`` tokens for short proteins and under ``step`` plus ``growth - 1`` of the
+    ``limit`` (a model's positions) caps the edges. Padding stays under ``step`` tokens for short proteins and under ``step`` plus ``growth - 1`` of the
     length for long ones; the number of shapes grows with ``log(max_length)``.
     """
     if max_length < 1:
@@ -18,6 +19,10 @@ def bucket_edges(max_length: int, step: int = 32, linear_until: int = 512, growt
     edges = list(range(step, min(linear_until, max_length) + step, step))
     while edges[-1] < max_length:
         edges.append(int(math.ceil(edges[-1] * growth / step) * step))
+    if limit is not None:  # a model with absolute positions takes no longer input
+        if max_length > limit:
+            raise ValueError(f"length {max_length} exceeds the model's {limit} positions")
+        edges = sorted({min(e, limit) for e in edges})
     return edges
 
 
