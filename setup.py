@@ -32,7 +32,9 @@ setup(
     extras_require={
         # HuggingFace interchange and parity tests. torch is pinned to the CPU build on local disk.
         "torch": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "transformers>=5.0", "safetensors>=0.4",
+                 "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29"],  # the notebooks run in the suite
+        "notebooks": ["nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29"],
     },
     entry_points={"console_scripts": ["prottrans-jax=prottrans_jax.cli:main"]},
 )
