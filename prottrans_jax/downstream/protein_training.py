@@ -10,7 +10,8 @@ import numpy as np
 import optax
 
 from prottrans_jax.downstream import datasets, metrics
-from prottrans_jax.downstream.residue_training import TrainConfig, head_settings, save_head, split_validation
+from prottrans_jax.downstream.residue_training import (EarlyStopping, TrainConfig, head_settings, save_head,
+                                                        split_validation)
 from prottrans_jax.embedding import batching
 from prottrans_jax.models.heads import LightAttention, LocalizationFNN
 
@@ -73,7 +74,7 @@ def train_protein_head(features: Sequence[np.ndarray], records: Sequence[dataset
         return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
     rng = np.random.default_rng(config.seed)
-    history, best, best_vars, bad = [], -1.0, {"params": params, "batch_stats": batch_stats}, 0
+    history, best_vars, stopper = [], {"params": params, "batch_stats": batch_stats}, EarlyStopping(config.patience)
     val_f, val_r = [features[i] for i in val_idx], [records[i] for i in val_idx]
     for epoch in range(1, config.max_epochs + 1):
         losses = []
@@ -95,16 +96,14 @@ def train_protein_head(features: Sequence[np.ndarray], records: Sequence[dataset
         if progress:
             print(f"[epoch {epoch}] train_loss={history[-1]['train_loss']:.4f} "
                   f"val_Q10={history[-1]['val_q10']:.4f} val_Q2={history[-1]['val_q2']:.4f}", flush=True)
-        if history[-1]["val_q10"] > best:
-            best, best_vars, bad = history[-1]["val_q10"], current, 0
+        if stopper.update(history[-1]["val_q10"]):
+            best_vars = current
             if out_dir is not None:
                 save_head(out_dir, best_vars, {"kind": "localization", "head_class": type(head).__name__,
-                                               "epoch": epoch, "val_q10": best, "head": head_settings(head),
+                                               "epoch": epoch, "val_q10": stopper.best, "head": head_settings(head),
                                                "input_dim": int(features[0].shape[-1])})
-        else:
-            bad += 1
-            if bad >= config.patience:
-                break
+        elif stopper.stop:
+            break
     return best_vars, history
 
 

@@ -30,6 +30,24 @@ class TrainConfig:
     seed: int = 0
 
 
+class EarlyStopping:
+    """Tracks the best validation score; ``update`` says whether it improved, ``stop`` whether patience ran out."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.bad = patience, float("-inf"), 0
+
+    def update(self, score: float) -> bool:
+        if score > self.best:
+            self.best, self.bad = score, 0
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def stop(self) -> bool:
+        return self.bad >= self.patience
+
+
 def pad_batch(features: Sequence[np.ndarray], records: Sequence[datasets.ResidueRecord], length: int) -> dict:
     """Stacks chains into ``[batch, length, D]`` features and ``[batch, length]`` labels and masks."""
     b, d = len(features), features[0].shape[-1]
@@ -100,7 +118,7 @@ def train_residue_head(features: Sequence[np.ndarray], records: Sequence[dataset
         return optax.apply_updates(params, updates), opt_state, loss
 
     rng = np.random.default_rng(config.seed)
-    history, best, best_params, bad_epochs = [], -1.0, params, 0
+    history, best_params, stopper = [], params, EarlyStopping(config.patience)
     for epoch in range(1, config.max_epochs + 1):
         losses = []
         for _, batch in batches(tr_f, tr_r, config.batch_size, rng):
@@ -113,16 +131,13 @@ def train_residue_head(features: Sequence[np.ndarray], records: Sequence[dataset
         if progress:
             print(f"[epoch {epoch}] train_loss={history[-1]['train_loss']:.4f} val_loss={val['loss']:.4f} "
                   f"val_Q3={val['dssp3']['accuracy']:.4f} val_Q8={val['dssp8']['accuracy']:.4f}", flush=True)
-        if val["dssp3"]["accuracy"] > best:
-            best, best_params, bad_epochs = val["dssp3"]["accuracy"], params, 0
+        if stopper.update(val["dssp3"]["accuracy"]):
+            best_params = params
             if out_dir is not None:
-                save_head(out_dir, best_params, {"kind": "secondary_structure", "epoch": epoch, "val_q3": best,
-                                                 "head": head_settings(head),
-                                                 "input_dim": int(features[0].shape[-1])})
-        else:
-            bad_epochs += 1
-            if bad_epochs >= config.patience:
-                break
+                save_head(out_dir, best_params, {"kind": "secondary_structure", "epoch": epoch, "val_q3": stopper.best,
+                                                 "head": head_settings(head), "input_dim": int(features[0].shape[-1])})
+        elif stopper.stop:
+            break
     return best_params, history
 
 
