@@ -11,7 +11,7 @@ setup(
     # The SeqIO task registrations live in tasks/ and import as `prottrans_jax_tasks`,
     # a name that cannot collide with other packages' `tasks` modules.
     package_dir={"prottrans_jax_tasks": "tasks"},
-    package_data={"prottrans_jax": ["data/*.fasta.gz"], "": ["*.gin"]},
+    package_data={"prottrans_jax": ["data/*.fasta.gz", "data/heads/*/*"], "": ["*.gin"]},
     include_package_data=True,
     install_requires=[
         "jax>=0.10",

@@ -72,7 +72,31 @@ def _quickstart_export_and_embed(args, glob: str) -> int:
         return rc
     out = os.path.join(args.model_dir, "embeddings.h5")
     print(f"\n== embed: {glob} -> {out} (per protein; a re-run skips what is done)")
-    return main(["embed", "--model", args.model_dir, "--fasta", glob, "--out", out, "--per-protein"])
+    rc = main(["embed", "--model", args.model_dir, "--fasta", glob, "--out", out, "--per-protein"])
+    if rc:
+        return rc
+    return _quickstart_predict(args)
+
+
+def _quickstart_predict(args) -> int:
+    """Quickstart, part 3: secondary structure of two proteins with the shipped one-hot CNN head."""
+    import json
+    import os
+
+    head = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "heads", "ss_onehot_cnn")
+    query = os.path.join(args.model_dir, "query.fasta")
+    with open(query, "w") as f:
+        f.write(">ubiquitin\nMQIFVKTLTGKTITLEVEPSDTIENVKAKIQDKEGIPPDQQRLIFAGKQLEDGRTLSDYNIQKESTLHLVLRLRGG\n"
+                ">insulin_B\nFVNQHLCGSHLVEALYLVCGERGFFYTPKT\n")
+    out = os.path.join(args.model_dir, "prediction")
+    print("\n== predict: secondary structure with the shipped head (ProtTrans' CNN on one-hot, CB513 Q3 67%)")
+    rc = main(["predict", "--fasta", query, "--head", head, "--out", out])
+    if rc:
+        return rc
+    with open(out + ".json") as f:
+        for name, r in json.load(f).items():
+            print(f"{name:10s} {r['sequence']}\n{'':10s} {r['dssp3']}")
+    return 0
 
 
 def _cmd_train(args, extra) -> int:

@@ -43,7 +43,7 @@ def main() -> None:
     rc = train.main(["--gin_file=runs/prot_t5_tiny.gin", f"--gin.MODEL_DIR='{run}'",
                      "--gin.MIXTURE_OR_TASK_NAME='realdemo_prot_t5_denoise'", f"--gin.TRAIN_STEPS={args.steps}",
                      "--gin.BATCH_SIZE=32", "--gin.TASK_FEATURE_LENGTHS={'inputs': 256, 'targets': 256}",
-                     f"--gin.configs.get_config.name='{args.config}'", "--gin.train_script.train.log_every=250",
+                     f"--gin.configs.get_config.name='{args.config}'", "--gin.train_script.train.log_every=100",
                      "--gin.train_script.train.checkpoint_every=1000"])
     assert rc == 0
     val = datasets.read_deeploc_fasta(DATA / "deeploc" / "deeploc_our_val_set.fasta")
