@@ -278,11 +278,14 @@ def dot_product_attention(
     Returns:
       ``[batch, q_length, heads, kv]``.
     """
-    if (deterministic or dropout_rate == 0.0) and not float32_logits:
+    logits_dtype = jnp.float32 if float32_logits else query.dtype
+    if bias is not None:  # -1e10 masks would be -inf in float16 (NaN rows): clip to the finite range
+        bias = jnp.maximum(bias, jnp.finfo(logits_dtype).min).astype(logits_dtype)
+    if (deterministic or dropout_rate == 0.0) and not float32_logits and query.dtype != jnp.float16:
         # jax's fused attention: the bias add, softmax (float32 statistics) and both products in one
-        # op (cuDNN on GPUs); 1.5x faster than the einsum chain below on CPU (BENCHMARKS.md).
+        # op (cuDNN on GPUs); 1.5x faster than the einsum chain below on CPU (BENCHMARKS.md). Not for
+        # float16, whose float32-accumulating products XLA's CPU backend lacks.
         scale = 1.0 / math.sqrt(query.shape[-1]) if scale_logits else 1.0
-        bias = None if bias is None else bias.astype(query.dtype)
         return jax.nn.dot_product_attention(query, key, value, bias=bias, scale=scale).astype(dtype)
     if scale_logits:
         query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
