@@ -92,6 +92,7 @@ def train(
         mesh=partitioning.make_mesh(mesh_shape), rules=partitioning_rules, init_inputs=init_inputs,
         num_microbatches=num_microbatches, learning_rate_fn=lr_fn,
     )
+    _check_batch_divides(batch_size, trainer)
     run_config = _run_config(model_config, optimizer, optimizer_kwargs, mixture_or_task_name)
     checkpointer = checkpoints.TrainCheckpointer(model_dir, keep=keep_checkpoints, save_every=checkpoint_every,
                                                  async_save=async_checkpoints)
@@ -129,6 +130,18 @@ def _check_required(**values):
         raise ValueError(
             f"required gin setting(s) not given: {', '.join(missing)}; e.g. --gin.{missing[0]}=... on the command line"
         )
+
+
+def _check_batch_divides(batch_size: int, trainer) -> None:
+    """Fails before any compilation when the global batch cannot be split over the devices it is sharded on."""
+    axes = trainer.batch_sharding(2).spec[0] or ()
+    axes = axes if isinstance(axes, tuple) else (axes,)
+    ways = 1
+    for name in axes:
+        ways *= trainer.mesh.shape[name]
+    if batch_size % ways:
+        raise ValueError(f"BATCH_SIZE {batch_size} does not divide over the {ways} devices the batch is split "
+                         f"across (mesh {dict(trainer.mesh.shape)}); use a multiple of {ways}")
 
 
 def _run_config(model_config, optimizer, optimizer_kwargs, task) -> dict:

@@ -147,9 +147,10 @@ def test_resume_with_an_incompatible_config_is_refused(real_task, tmp_path, caps
         ("--gin.train_script.train.bogus_option=3", "bogus_option"),
         ("--gin.MIXTURE_OR_TASK_NAME='no_such_task_prot_t5_denoise'", "no_such_task"),
         ("--learning_rate=3", "unknown flag"),
+        ("--gin.BATCH_SIZE=4", "BATCH_SIZE 4 does not divide over the 8 devices"),
     ],
 )
-def test_bad_bindings_fail_fast_with_a_clear_message(tmp_path, capsys, flag, needle):
+def test_bad_bindings_fail_fast_with_a_clear_message(tmp_path, capsys, flag, needle, real_task):
     args = _gin_args(tmp_path, 2) + [flag]
     assert train.main(args) == 2
     err = capsys.readouterr().err
