@@ -355,7 +355,7 @@ def reached_preemption_sync_point(flag: PreemptionFlag, step: int) -> bool:
 # ---------------------------------------------------------------------------------------
 # Reading a checkpoint without a manager (export, embedding, import of weights into a run).
 # ---------------------------------------------------------------------------------------
-_STEP_DIR_RE = re.compile(rf"^{STEP_PREFIX}_(\d+)$")
+STEP_DIR_RE = re.compile(rf"^{STEP_PREFIX}_(\d+)$")  # checkpoint_<step>
 
 
 def finished_step_dirs(model_dir: str) -> dict[int, epath.Path]:
@@ -369,7 +369,7 @@ def finished_step_dirs(model_dir: str) -> dict[int, epath.Path]:
     if not root.is_dir():
         return out
     for child in root.iterdir():
-        match = _STEP_DIR_RE.match(child.name)
+        match = STEP_DIR_RE.match(child.name)
         if match and (child / STATE_ITEM).is_dir() and (
                 (child / COMMIT_FILE).exists() or (child / "_CHECKPOINT_METADATA").exists()):
             out[int(match.group(1))] = child

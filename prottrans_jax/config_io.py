@@ -90,6 +90,13 @@ def weights_fingerprint(config: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def weights_mismatch(saved: Any, wanted: Any) -> str | None:
+    """None when the two configs hold interchangeable weights, else the fields that differ."""
+    if weights_fingerprint(saved) == weights_fingerprint(wanted):
+        return None
+    return weights_diff(saved, wanted)
+
+
 def weights_diff(saved: Any, wanted: Any) -> str:
     """``field: saved vs wanted`` for each weights field that differs (for error messages)."""
     a, b = _flat(weights_fields(saved)), _flat(weights_fields(wanted))

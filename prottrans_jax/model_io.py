@@ -103,14 +103,27 @@ def load_model(path: str | pathlib.Path, *, step: Optional[int] = None, config_n
             raise ValueError(f"{p} is a HuggingFace folder: it has no steps (drop --step)")
         model = load_hf(p)
         if config_name is not None:
-            _check_against_named(model, config_name)
+            _require_named(model.config, config_name, p)
     else:
         model = load_orbax(p, step, config_name)
+    require_family(model, family, p)
+    return model
+
+
+def require_family(model: LoadedModel, family: Optional[str], where) -> None:
+    """Refuses a model of another family than ``family`` (None accepts any)."""
     if family is not None and model.family != family:
         raise CheckpointError(
-            f"{p}: holds a {model.architecture} ({model.family} family) model, not a {family} model; "
+            f"{where}: holds a {model.architecture} ({model.family} family) model, not a {family} model; "
             f"drop --family or point to a {family} checkpoint")
-    return model
+
+
+def _require_named(config: Any, config_name: str, where) -> None:
+    """Refuses a model whose weights are not those of the registered config ``config_name``."""
+    diff = config_io.weights_mismatch(config, configs.get_config(config_name))
+    if diff:
+        raise CheckpointError(f"{where}: holds a {type(config).__name__} model that is not {config_name!r} "
+                              f"({diff}); drop --config to use the model's own config")
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,19 +155,12 @@ def load_hf(hf_dir: str | pathlib.Path) -> LoadedModel:
     return LoadedModel(config, params, arch, str(hf_dir))
 
 
-def _check_against_named(model: LoadedModel, config_name: str) -> None:
-    wanted = configs.get_config(config_name)
-    if config_io.weights_fingerprint(model.config) != config_io.weights_fingerprint(wanted):
-        raise CheckpointError(f"{model.source}: its model is not {config_name!r}: "
-                              f"{config_io.weights_diff(model.config, wanted)}")
-
-
 # ---------------------------------------------------------------------------------------
 # Orbax model directories.
 # ---------------------------------------------------------------------------------------
 def find_checkpoint(path: pathlib.Path, step: Optional[int] = None) -> tuple[pathlib.Path, int]:
     """``(checkpoint_<step> dir, step)`` inside a model directory, or ``path`` itself if it is one."""
-    match = re.match(rf"^{checkpoints.STEP_PREFIX}_(\d+)$", path.name)
+    match = checkpoints.STEP_DIR_RE.match(path.name)
     if match and (path / checkpoints.STATE_ITEM).is_dir():
         if step is not None and step != int(match.group(1)):
             raise ValueError(f"{path} is the checkpoint of step {match.group(1)}, not {step}")
@@ -193,11 +199,7 @@ def _orbax_config(ckpt_dir: pathlib.Path, meta: dict, config_name: Optional[str]
     if "model_config" in meta:
         saved = config_io.config_from_dict(meta["model_config"], source=str(ckpt_dir / "meta"))
         if config_name is not None:
-            wanted = configs.get_config(config_name)
-            if config_io.weights_fingerprint(saved) != config_io.weights_fingerprint(wanted):
-                raise CheckpointError(
-                    f"{ckpt_dir}: holds a {type(saved).__name__} model that is not {config_name!r} "
-                    f"({config_io.weights_diff(saved, wanted)}); drop --config to use the saved one")
+            _require_named(saved, config_name, ckpt_dir)
         return saved
     config_name = config_name or _t5x_config_name(ckpt_dir.parent)
     if config_name is None:

@@ -194,10 +194,11 @@ def _check_imported_fits(model, model_config, where: str) -> None:
         raise checkpoints.IncompatibleCheckpointError(
             f"{where} holds imported {model.architecture} weights, but this run trains a {wanted_arch}; "
             "import a checkpoint with the training head (e.g. T5ForConditionalGeneration, BertForMaskedLM)")
-    if config_io.weights_fingerprint(model.config) != config_io.weights_fingerprint(model_config):
+    diff = config_io.weights_mismatch(model.config, model_config)
+    if diff:
         raise checkpoints.IncompatibleCheckpointError(
             f"{where} holds imported weights of another model than MODEL_CONFIG: "
-            f"{config_io.weights_diff(model.config, model_config)}. Set the run's model config to match "
+            f"{diff}. Set the run's model config to match "
             "(prottrans-jax import-hf prints a matching one), or use a fresh MODEL_DIR")
 
 

@@ -17,7 +17,7 @@ TRANSFORMS = (IDENTITY, TRANSPOSE)
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PYTORCH_BIN = "pytorch_model.bin"
-_SAVE_DTYPES = ("float32", "float16", "bfloat16")
+SAVE_DTYPES = ("float32", "float16", "bfloat16")
 
 
 class CheckpointError(ValueError):
@@ -155,8 +155,8 @@ def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | pathlib.Path
     """Writes float tensors as ``dtype`` ('float32', 'float16', 'bfloat16') with torch's format metadata."""
     from safetensors.numpy import save_file
 
-    if dtype not in _SAVE_DTYPES:
-        raise ValueError(f"dtype {dtype!r} not in {_SAVE_DTYPES}")
+    if dtype not in SAVE_DTYPES:
+        raise ValueError(f"dtype {dtype!r} not in {SAVE_DTYPES}")
     if dtype == "bfloat16":
         import ml_dtypes
 

@@ -8,11 +8,10 @@ import pathlib
 
 from prottrans_jax import atomic_files
 from prottrans_jax.hf import encoder_maps, t5_map, tokenizer_files
-from prottrans_jax.hf.common import CheckpointError
+from prottrans_jax.hf.common import SAVE_DTYPES, CheckpointError
 from prottrans_jax.model_io import LoadedModel, encoder_of
 
 PROVENANCE_FILE = "prottrans_jax_export.json"
-DTYPES = ("float32", "float16", "bfloat16")
 _ENCODER_ARCHITECTURE = {"bert": "BertModel", "albert": "AlbertModel", "electra": "ElectraModel"}
 
 
@@ -36,8 +35,8 @@ def export_model(model: LoadedModel, out_dir: str | pathlib.Path, *, encoder_onl
       CheckpointError: the model cannot be written as asked (e.g. a full model from encoder-only weights).
       FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} not in {DTYPES}")
+    if dtype not in SAVE_DTYPES:  # before any work (save_safetensors checks it again when writing)
+        raise ValueError(f"dtype {dtype!r} not in {SAVE_DTYPES}")
     if model.encoder_only and not encoder_only:
         raise CheckpointError(f"{model.source}: holds only an encoder ({model.architecture}); "
                               "export it with --encoder-only")

@@ -8,7 +8,7 @@ import pathlib
 from typing import Optional
 
 from prottrans_jax import checkpoints, config_io
-from prottrans_jax.model_io import ARCHITECTURE_OF_CONFIG, LoadedModel, load_hf
+from prottrans_jax.model_io import ARCHITECTURE_OF_CONFIG, LoadedModel, load_hf, require_family
 from prottrans_jax.models import configs
 
 
@@ -47,10 +47,7 @@ def import_hf_to_orbax(hf_dir: str | pathlib.Path, model_dir: str | pathlib.Path
     if checkpoints.finished_step_dirs(str(model_dir)):
         raise FileExistsError(f"{model_dir}: already holds checkpoints; import into a new directory")
     model = load_hf(hf_dir)
-    if family is not None and model.family != family:
-        from prottrans_jax.hf.common import CheckpointError
-
-        raise CheckpointError(f"{hf_dir}: holds a {model.architecture} ({model.family}) model, not a {family} model")
+    require_family(model, family, hf_dir)
     meta = {
         "params_only": True,
         "model": type(model.config).__name__,
