@@ -121,10 +121,9 @@ class Finetuner:
         params = merge(self.frozen, state["encoder"], state["lora"], self.scale)
         states = self.encoder.apply({"params": params}, ids, enable_dropout=False)  # [batch, tokens, width]
         start = len(self.scheme.prefix)
-        length = ids.shape[1] - self.scheme.extra
-        residues = states[:, start:start + length].astype(jnp.float32)  # drop </s> / [CLS] [SEP] columns
-        lengths = jnp.sum(ids != self.scheme.pad_id, axis=1) - self.scheme.extra
-        mask = (jnp.arange(length)[None, :] < lengths[:, None]).astype(jnp.float32)  # [batch, length]
+        columns = slice(start, start + ids.shape[1] - self.scheme.extra)  # drop </s> / [CLS] [SEP] columns
+        residues = states[:, columns].astype(jnp.float32)  # [batch, length, width]
+        mask = self.scheme.residue_mask(ids)[1][:, columns].astype(jnp.float32)  # [batch, length]
         variables = {"params": state["head"], **({"batch_stats": batch_stats} if batch_stats else {})}
         if self.head_per_residue_input:
             args = (residues, mask)
@@ -154,14 +153,6 @@ class Finetuner:
         return jax.tree_util.tree_map(
             lambda x: jax.device_put(x, partitioning.batch_sharding(self.mesh, self.rules, np.ndim(x))), tree)
 
-    def tokenize(self, sequences: Sequence[str], rows: int, padded: int) -> np.ndarray:
-        ids = np.full((rows, padded), self.scheme.pad_id, np.int32)
-        lookup = self.scheme.residue_ids
-        for r, s in enumerate(sequences):
-            row = list(self.scheme.prefix) + [lookup[c] for c in s] + list(self.scheme.suffix)
-            ids[r, :len(row)] = row
-        return ids
-
     def batches(self, sequences: Sequence[str], rng: Optional[np.random.Generator] = None):
         """``(indices, ids)`` batches over the data axis of the mesh, bucket-padded."""
         order = list(range(len(sequences))) if rng is None else list(rng.permutation(len(sequences)))
@@ -170,7 +161,7 @@ class Finetuner:
         for start in range(0, len(order), rows):
             idx = order[start:start + rows]
             padded = batching.bucket_of(max(len(sequences[i]) for i in idx) + self.scheme.extra, edges)
-            yield idx, self.tokenize([sequences[i] for i in idx], rows, padded)
+            yield idx, self.scheme.encode([sequences[i] for i in idx], rows, padded)
 
     def train_epoch(self, sequences: Sequence[str], make_labels, rng: np.random.Generator, key) -> list[float]:
         """One pass; ``make_labels(indices, rows, length) -> dict of arrays``. Returns the step losses."""

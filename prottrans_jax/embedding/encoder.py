@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional, Sequence
 
 import jax
@@ -28,11 +29,32 @@ class TokenScheme:
     def extra(self) -> int:
         return len(self.prefix) + len(self.suffix)
 
-    def lookup_table(self) -> np.ndarray:
-        table = np.full(256, -1, np.int32)
+    @functools.cached_property
+    def _table(self) -> np.ndarray:
+        table = np.full(256, -1, np.int32)  # byte -> id, -1 for letters without one
         for residue, i in self.residue_ids.items():
             table[ord(residue)] = i
         return table
+
+    def encode(self, sequences: Sequence[str], rows: int, padded_length: int) -> np.ndarray:
+        """``[rows, padded_length]`` int32 ids, framed by prefix/suffix; rows past the sequences are all padding."""
+        ids = np.full((rows, padded_length), self.pad_id, np.int32)
+        pre, suf = np.asarray(self.prefix, np.int32), np.asarray(self.suffix, np.int32)
+        for r, seq in enumerate(sequences):
+            codes = self._table[np.frombuffer(seq.encode("ascii"), np.uint8)]
+            if (codes < 0).any():
+                raise ValueError(f"residue {seq[int(np.argmax(codes < 0))]!r} has no id in this vocabulary "
+                                 "(normalise first)")
+            row = np.concatenate([pre, codes, suf])
+            ids[r, :len(row)] = row
+        return ids
+
+    def residue_mask(self, ids):
+        """``(residues per row [rows], [rows, tokens] True at residue positions)`` of encoded ``ids``."""
+        lengths = jnp.sum(ids != self.pad_id, axis=1) - self.extra
+        pos = jnp.arange(ids.shape[1])[None, :]
+        start = len(self.prefix)
+        return lengths, (pos >= start) & (pos < start + lengths[:, None])
 
 
 def token_scheme(family: str) -> TokenScheme:
@@ -86,7 +108,6 @@ class Embedder:
         self.layer = resolve_layer(layer, config)
         self.hidden_size = getattr(config, "d_model", None) or config.hidden_size
         self.scheme = token_scheme(self.family)
-        self._table = self.scheme.lookup_table()
         self.module = configs.build_model(config, encoder_only=True)
         devices = list(devices or jax.local_devices())
         self.num_devices = len(devices)
@@ -103,30 +124,14 @@ class Embedder:
         """Tokens added around each sequence (dropped from the embeddings)."""
         return self.scheme.extra
 
-    def tokenize(self, sequences: Sequence[str], rows: int, padded_length: int) -> np.ndarray:
-        """``[rows, padded_length]`` int32 ids; rows past ``len(sequences)`` are all padding."""
-        ids = np.full((rows, padded_length), self.scheme.pad_id, np.int32)
-        pre, suf = self.scheme.prefix, self.scheme.suffix
-        for r, seq in enumerate(sequences):
-            codes = self._table[np.frombuffer(seq.encode("ascii"), np.uint8)]
-            if (codes < 0).any():
-                bad = seq[int(np.argmax(codes < 0))]
-                raise ValueError(f"residue {bad!r} has no id in the {self.family} vocabulary (normalise first)")
-            row = np.concatenate([np.asarray(pre, np.int32), codes, np.asarray(suf, np.int32)])
-            ids[r, :len(row)] = row
-        return ids
-
     def _compiled(self):
         if self._fn is None:
             module, layer, n = self.module, self.layer, num_layers(self.config)
-            start, extra = len(self.scheme.prefix), self.scheme.extra
 
             def run(params, ids):  # ids: [rows, length]
                 out = module.apply({"params": params}, ids, output_hidden_states=layer != n)
                 states = out if layer == n else out[1][layer]  # [rows, length, hidden]
-                lengths = jnp.sum(ids != self.scheme.pad_id, axis=1) - extra  # residues per row
-                pos = jnp.arange(ids.shape[1])[None, :]
-                residue = (pos >= start) & (pos < start + lengths[:, None])  # [rows, length]
+                lengths, residue = self.scheme.residue_mask(ids)  # [rows], [rows, length]
                 total = jnp.sum(jnp.where(residue[..., None], states.astype(jnp.float32), 0.0), axis=1)
                 pooled = total / jnp.maximum(lengths, 1)[:, None].astype(jnp.float32)  # [rows, hidden]
                 return states, pooled
@@ -145,7 +150,7 @@ class Embedder:
         """
         if rows % self.num_devices:
             raise ValueError(f"rows {rows} must be a multiple of the {self.num_devices} devices")
-        ids = self.tokenize(sequences, rows, padded_length)
+        ids = self.scheme.encode(sequences, rows, padded_length)
         with partitioning.mesh_context(self.mesh, partitioning.get_rules("data")):
             states, pooled = self._compiled()(self.params, ids)
         pooled = np.asarray(jax.device_get(pooled))[:len(sequences)]
