@@ -21,7 +21,7 @@ from prottrans_jax import model_io, partitioning
 from prottrans_jax.embedding import batching
 from prottrans_jax.embedding.encoder import token_scheme
 from prottrans_jax.hf.common import flatten_params, unflatten_params
-from prottrans_jax.models.heads import LocalizationFNN
+from prottrans_jax.models.heads import sample_inputs, takes_residues
 
 LORA_TARGETS = r"(attention|self_attention)/(query|key|value|out)/kernel$"
 NORM_PATTERN = r"(layer_norm|LayerNorm|_norm)/(scale|bias)$"
@@ -104,10 +104,7 @@ class Finetuner:
         self.lora = init_lora(params, config.rank, config.seed) if config.mode == "lora" else None
         self.max_positions = getattr(enc_config, "max_position_embeddings", None)  # BERT family; T5 has none
         width = getattr(enc_config, "d_model", None) or enc_config.hidden_size
-        self.head_per_residue_input = not isinstance(head, LocalizationFNN)  # the FNN takes mean-pooled states
-        sample = jnp.zeros((2, 8, width)) if self.head_per_residue_input else jnp.zeros((2, width))
-        head_vars = head.init(jax.random.key(config.seed), *((sample, jnp.ones((2, 8))) if sample.ndim == 3
-                                                             else (sample,)))
+        head_vars = head.init(jax.random.key(config.seed), *sample_inputs(head, width))
         self.state = {"encoder": trainable, "lora": self.lora, "head": head_vars["params"]}
         self.batch_stats = head_vars.get("batch_stats", {})
         self.optimizer = optax.adamw(config.learning_rate, weight_decay=0.0)
@@ -125,7 +122,7 @@ class Finetuner:
         residues = states[:, columns].astype(jnp.float32)  # [batch, length, width]
         mask = self.scheme.residue_mask(ids)[1][:, columns].astype(jnp.float32)  # [batch, length]
         variables = {"params": state["head"], **({"batch_stats": batch_stats} if batch_stats else {})}
-        if self.head_per_residue_input:
+        if takes_residues(self.head):
             args = (residues, mask)
         else:
             args = (jnp.sum(residues * mask[..., None], 1) / jnp.maximum(mask.sum(1, keepdims=True), 1),)

@@ -65,24 +65,7 @@ def load_trained(head_dir: str):
         raise FileNotFoundError(f"{info_path}: not a trained head folder (prottrans-jax heads train --out ...)")
     info = json.loads(info_path.read_text())
     head = build_head(info["task"], info["head_name"], info.get("head", {}))
-    if info["task"] == "secondary-structure":
-        variables = residue_training.load_head(head_dir, head, info["input_dim"])
-    else:
-        variables = _load_protein_head(head_dir, head, info)
-    return head, variables, info
-
-
-def _load_protein_head(head_dir, head, info):
-    import jax
-    import jax.numpy as jnp
-    from flax import serialization
-
-    from prottrans_jax.downstream.protein_training import is_per_residue
-
-    shape = (2, 8, info["input_dim"]) if is_per_residue(head) else (2, info["input_dim"])
-    args = (jnp.zeros(shape), jnp.ones(shape[:2])) if is_per_residue(head) else (jnp.zeros(shape),)
-    template = head.init(jax.random.key(0), *args)
-    return serialization.from_bytes(template, (pathlib.Path(head_dir) / "head.msgpack").read_bytes())
+    return head, residue_training.load_head(head_dir, head, info["input_dim"]), info
 
 
 def cmd_evaluate(args) -> int:

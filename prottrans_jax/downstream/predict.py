@@ -10,6 +10,7 @@ import numpy as np
 
 from prottrans_jax import atomic_files, fasta
 from prottrans_jax.downstream import datasets, inputs
+from prottrans_jax.models.heads import takes_residues
 
 
 def _features(spec: str, model, ids, seqs, per_residue: bool, cache: dict):
@@ -62,7 +63,7 @@ def predict_fasta(fasta_paths, head_dirs: Sequence[str], out_prefix: str | pathl
                     dssp8_probabilities=np.round(p["dssp8"], 4).tolist(),
                     disorder_probability=np.round(p["disorder"][:, 0], 4).tolist())
         else:
-            per_residue = protein_training.is_per_residue(head)
+            per_residue = takes_residues(head)
             feats = _features(info["features"], model, ids, seqs, per_residue, cache)
             probs = protein_training.predict_protein_head(variables, head, feats)
             for j, rid in enumerate(ids):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -10,30 +10,22 @@ import numpy as np
 import optax
 
 from prottrans_jax.downstream import datasets, metrics
-from prottrans_jax.downstream.residue_training import (EarlyStopping, TrainConfig, head_settings, save_head,
-                                                        split_validation)
+from prottrans_jax.downstream.residue_training import (EarlyStopping, TrainConfig, head_settings, pad_features,
+                                                        save_head, split_validation)
 from prottrans_jax.embedding import batching
-from prottrans_jax.models.heads import LightAttention, LocalizationFNN
-
-
-def is_per_residue(head) -> bool:
-    return isinstance(head, LightAttention)
+from prottrans_jax.models.heads import LocalizationFNN, sample_inputs, takes_residues
 
 
 def _pack(features: Sequence[np.ndarray], head) -> dict:
     """``x`` [batch, D] for the FNN; ``x`` [batch, length bucket, D] and ``mask`` for light attention."""
-    if not is_per_residue(head):
+    if not takes_residues(head):
         return {"x": np.stack(features).astype(np.float32)}
-    length = batching.bucket_of(max(len(f) for f in features), batching.bucket_edges(max(len(f) for f in features)))
-    x = np.zeros((len(features), length, features[0].shape[-1]), np.float32)
-    mask = np.zeros((len(features), length), np.float32)
-    for i, f in enumerate(features):
-        x[i, :len(f)], mask[i, :len(f)] = f, 1
-    return {"x": x, "mask": mask}
+    longest = max(len(f) for f in features)
+    return pad_features(features, batching.bucket_of(longest, batching.bucket_edges(longest)))
 
 
 def _apply(head, variables, batch, train: bool, rng=None):
-    args = (batch["x"], batch["mask"]) if is_per_residue(head) else (batch["x"],)
+    args = (batch["x"], batch["mask"]) if takes_residues(head) else (batch["x"],)
     if train:
         return head.apply(variables, *args, train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
     return head.apply(variables, *args, train=False), None
@@ -61,8 +53,7 @@ def train_protein_head(features: Sequence[np.ndarray], records: Sequence[dataset
     train_idx, val_idx = split_validation(len(records), config.validation_fraction, config.seed)
     key = jax.random.key(config.seed)
     init_key, key = jax.random.split(key)
-    sample = _pack([features[i] for i in train_idx[:2]], head)
-    variables = head.init(init_key, *((sample["x"], sample["mask"]) if is_per_residue(head) else (sample["x"],)))
+    variables = head.init(init_key, *sample_inputs(head, features[0].shape[-1]))
     params, batch_stats = variables["params"], variables["batch_stats"]
     optimizer = optax.adam(config.learning_rate)
     opt_state = optimizer.init(params)

@@ -15,7 +15,7 @@ import optax
 from prottrans_jax import atomic_files
 from prottrans_jax.downstream import datasets, metrics
 from prottrans_jax.embedding import batching
-from prottrans_jax.models.heads import SecondaryStructureCNN
+from prottrans_jax.models.heads import SecondaryStructureCNN, sample_inputs
 
 
 @dataclasses.dataclass
@@ -48,16 +48,22 @@ class EarlyStopping:
         return self.bad >= self.patience
 
 
+def pad_features(features: Sequence[np.ndarray], length: int) -> dict:
+    """Per-residue features ``[L_i, D]`` -> ``x`` ``[batch, length, D]`` (zero-padded) and ``mask`` ``[batch, length]``."""
+    x = np.zeros((len(features), length, features[0].shape[-1]), np.float32)
+    mask = np.zeros((len(features), length), np.float32)
+    for i, f in enumerate(features):
+        x[i, :len(f)], mask[i, :len(f)] = f, 1
+    return {"x": x, "mask": mask}
+
+
 def pad_batch(features: Sequence[np.ndarray], records: Sequence[datasets.ResidueRecord], length: int) -> dict:
     """Stacks chains into ``[batch, length, D]`` features and ``[batch, length]`` labels and masks."""
-    b, d = len(features), features[0].shape[-1]
-    out = {"x": np.zeros((b, length, d), np.float32), "mask": np.zeros((b, length), np.float32)}
+    out = pad_features(features, length)
     for key in ("dssp3", "dssp8", "disorder", "resolved", "evaluate"):
-        out[key] = np.zeros((b, length), np.int32)
-    for i, (f, r) in enumerate(zip(features, records)):
+        out[key] = np.zeros((len(records), length), np.int32)
+    for i, r in enumerate(records):
         n = len(r.sequence)
-        out["x"][i, :n] = f
-        out["mask"][i, :n] = 1
         out["dssp3"][i, :n], out["dssp8"][i, :n] = r.dssp3, r.dssp8
         out["disorder"][i, :n] = r.resolved  # class 1 = resolved, 0 = disordered
         out["resolved"][i, :n], out["evaluate"][i, :n] = r.resolved, r.evaluate
@@ -107,7 +113,7 @@ def train_residue_head(features: Sequence[np.ndarray], records: Sequence[dataset
     va_f, va_r = [features[i] for i in val_idx], [records[i] for i in val_idx]
     key = jax.random.key(config.seed)
     init_key, key = jax.random.split(key)
-    params = head.init(init_key, jnp.zeros((1, 8, features[0].shape[-1])), jnp.ones((1, 8)))["params"]
+    params = head.init(init_key, *sample_inputs(head, features[0].shape[-1]))["params"]
     optimizer = optax.adam(config.learning_rate)
     opt_state = optimizer.init(params)
 
@@ -149,12 +155,8 @@ def predict_residue_head(params, head, features: Sequence[np.ndarray], lengths: 
     out: list = [None] * len(features)
     for start in range(0, len(features), batch_size):
         idx = list(range(start, min(start + batch_size, len(features))))
-        length = batching.bucket_of(max(lengths[i] for i in idx), edges)
-        x = np.zeros((len(idx), length, features[0].shape[-1]), np.float32)
-        mask = np.zeros((len(idx), length), np.float32)
-        for j, i in enumerate(idx):
-            x[j, :lengths[i]], mask[j, :lengths[i]] = features[i], 1
-        probs = jax.device_get(apply(params, x, mask))
+        batch = pad_features([features[i] for i in idx], batching.bucket_of(max(lengths[i] for i in idx), edges))
+        probs = jax.device_get(apply(params, batch["x"], batch["mask"]))
         for j, i in enumerate(idx):
             out[i] = {k: v[j, :lengths[i]] for k, v in probs.items()}
     return out
@@ -191,11 +193,13 @@ def save_head(out_dir, params, info: dict) -> None:
 
 
 def load_head(out_dir, head, input_dim: int):
-    """Params saved by :func:`save_head` for ``head`` (raises with the path when absent or mismatched)."""
+    """What :func:`save_head` saved for ``head``: its params, or {params, batch_stats} for BatchNorm heads."""
     from flax import serialization
 
     path = pathlib.Path(out_dir) / "head.msgpack"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained head here (train one with prottrans-jax heads train)")
-    template = head.init(jax.random.key(0), jnp.zeros((1, 8, input_dim)), jnp.ones((1, 8)))["params"]
+    template = head.init(jax.random.key(0), *sample_inputs(head, input_dim))
+    if "batch_stats" not in template:
+        template = template["params"]  # per-residue heads are saved as their params alone
     return serialization.from_bytes(template, path.read_bytes())

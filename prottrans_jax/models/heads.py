@@ -97,3 +97,15 @@ class LightAttention(nn.Module):
         maxed = jnp.max(jnp.where(valid, values, -1e9), axis=1)  # [batch, D]
         return _ProteinClassifier(self.hidden, self.dropout_rate, name="classifier")(
             jnp.concatenate([attended, maxed], axis=-1), train)
+
+
+def takes_residues(head: nn.Module) -> bool:
+    """Whether ``head`` reads per-residue features with a mask (CNN, light attention) or one vector a protein (FNN)."""
+    return not isinstance(head, LocalizationFNN)
+
+
+def sample_inputs(head: nn.Module, width: int, batch: int = 2) -> tuple[Array, ...]:
+    """Zero inputs of the right shapes for ``head.init`` (``[batch, 8, width]`` + mask, or ``[batch, width]``)."""
+    if takes_residues(head):
+        return jnp.zeros((batch, 8, width)), jnp.ones((batch, 8))
+    return (jnp.zeros((batch, width)),)
