@@ -11,8 +11,9 @@ def bucket_edges(max_length: int, step: int = 32, linear_until: int = 512, growt
                  limit: int | None = None) -> list[int]:
     """Padded lengths: multiples of ``step`` up to ``linear_until``, then ~``growth`` times apart.
 
-    ``limit`` (a model's positions) caps the edges. Padding stays under ``step`` tokens for short proteins and under ``step`` plus ``growth - 1`` of the
-    length for long ones; the number of shapes grows with ``log(max_length)``.
+    Padding stays under ``step`` tokens for short proteins and under ``step`` plus ``growth - 1`` of the
+    length for long ones; the number of shapes grows with ``log(max_length)``. ``limit`` (a model's
+    positions) caps the edges.
     """
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")

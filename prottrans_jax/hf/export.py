@@ -10,6 +10,7 @@ from prottrans_jax import atomic_files
 from prottrans_jax.hf import encoder_maps, t5_map, tokenizer_files
 from prottrans_jax.hf.common import SAVE_DTYPES, CheckpointError
 from prottrans_jax.model_io import LoadedModel, encoder_of
+from prottrans_jax.models.electra import split_pretraining_params
 
 PROVENANCE_FILE = "prottrans_jax_export.json"
 _ENCODER_ARCHITECTURE = {"bert": "BertModel", "albert": "AlbertModel", "electra": "ElectraModel"}
@@ -64,12 +65,10 @@ def _write(model: LoadedModel, out: pathlib.Path, encoder_only: bool, dtype: str
         encoder_maps.export_hf(arch, config, params, out, dtype)
         return arch
     if model.architecture == "ElectraPretrainingModel":
-        encoder_maps.export_electra_pretraining(model.config, model.params, out, dtype)
         # The discriminator (the model ProtTrans embeds with) at the top, the generator beside it.
-        disc_dir = out / "discriminator"
-        for item in disc_dir.iterdir():
-            item.rename(out / item.name)
-        disc_dir.rmdir()
+        generator, discriminator = split_pretraining_params(model.params)
+        encoder_maps.export_hf("ElectraForPreTraining", model.config.discriminator, discriminator, out, dtype)
+        encoder_maps.export_hf("ElectraForMaskedLM", model.config.generator, generator, out / "generator", dtype)
         return "ElectraForPreTraining"
     encoder_maps.export_hf(model.architecture, model.config, model.params, out, dtype)
     return model.architecture
