@@ -7,6 +7,14 @@ import json
 import sys
 
 
+DESCRIPTION = """\
+ProtTrans-style protein language models in JAX: pretraining, HuggingFace interchange, embeddings and
+downstream predictions. Run `prottrans-jax COMMAND --help` for a command's options.
+
+typical order: validate-fasta -> train -> export-hf -> embed -> heads train -> predict
+"""
+
+
 def _cmd_validate_fasta(args) -> int:
     from prottrans_jax import fasta
 
@@ -18,13 +26,16 @@ def _cmd_validate_fasta(args) -> int:
 def _cmd_write_tokenizer(args) -> int:
     import os
 
-    from prottrans_jax import alphabet
+    from prottrans_jax import alphabet, atomic_files
 
+    path = os.path.join(args.out, "spiece.model" if args.family == "prot_t5" else "vocab.txt")
+    atomic_files.refuse_existing(path, args.overwrite, "tokenizer file")
     os.makedirs(args.out, exist_ok=True)
-    if args.family == "prot_t5":
-        path = alphabet.write_prot_t5_sentencepiece_model(os.path.join(args.out, "spiece.model"))
-    else:
-        path = alphabet.write_prot_bert_vocab(os.path.join(args.out, "vocab.txt"))
+    with atomic_files.atomic_file(path) as tmp:
+        if args.family == "prot_t5":
+            alphabet.write_prot_t5_sentencepiece_model(str(tmp))
+        else:
+            alphabet.write_prot_bert_vocab(str(tmp))
     print(f"wrote {path}")
     return 0
 
@@ -90,7 +101,7 @@ def _quickstart_predict(args) -> int:
                 ">insulin_B\nFVNQHLCGSHLVEALYLVCGERGFFYTPKT\n")
     out = os.path.join(args.model_dir, "prediction")
     print("\n== predict: secondary structure with the shipped head (ProtTrans' CNN on one-hot, CB513 Q3 67%)")
-    rc = main(["predict", "--fasta", query, "--head", head, "--out", out])
+    rc = main(["predict", "--fasta", query, "--head", head, "--out", out, "--overwrite"])
     if rc:
         return rc
     with open(out + ".json") as f:
@@ -112,14 +123,23 @@ def _cmd_export_hf(args) -> int:
     model = model_io.load_model(args.checkpoint, step=args.step, config_name=args.config, family=args.family)
     out = export.export_model(model, args.out, encoder_only=args.encoder_only, dtype=args.dtype,
                               overwrite=args.overwrite)
-    print(f"wrote {out} ({model.describe()}); load it with transformers: from_pretrained({str(out)!r})")
+    written = json.loads((out / export.PROVENANCE_FILE).read_text())["architecture"]
+    step = f" (step {model.step})" if model.step is not None else ""
+    print(f"wrote {out}: {written} ({args.dtype}) from {model.source}{step}; load it with "
+          f"transformers.{written}.from_pretrained({str(out)!r})")
+    if written == "T5ForConditionalGeneration" and not model.config.tie_word_embeddings:
+        # transformers 5's T5Config forces tie_word_embeddings=True whatever config.json says (it reads the
+        # value only to decide the output scaling), then finds two different matrices and keeps them apart.
+        print("note: transformers 5 logs 'The tied weights mapping ... so we will NOT tie them' when loading "
+              "this (as for Rostlab's ProtT5): expected, the separate lm_head is kept, as ProtT5 has one")
     return 0
 
 
 def _cmd_import_hf(args) -> int:
     from prottrans_jax.hf import import_to_orbax
 
-    model, where = import_to_orbax.import_hf_to_orbax(args.hf, args.out, family=args.family)
+    model, where = import_to_orbax.import_hf_to_orbax(args.hf, args.out, family=args.family,
+                                                     overwrite=args.overwrite)
     print(f"wrote {where} ({model.architecture}, {type(model.config).__name__})")
     names = import_to_orbax.matching_config_names(model.config)
     if names:
@@ -153,9 +173,28 @@ def _cmd_embed(args) -> int:
 def _cmd_predict(args) -> int:
     from prottrans_jax.downstream import predict
 
-    paths = predict.predict_fasta(args.fasta, args.head, args.out, model=args.model)
+    paths = predict.predict_fasta(args.fasta, args.head, args.out, model=args.model, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written and appends each option's default (unless None/False or already said)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with our help formatter; subcommand parsers inherit it."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def _add_model_args(p, model_flag: str) -> None:
@@ -167,32 +206,36 @@ def _add_model_args(p, model_flag: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prottrans-jax", description="ProtTrans-style protein language models in JAX.")
+    parser = Parser(prog="prottrans-jax", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate-fasta", help="check FASTA files and print record/residue statistics")
+    p = sub.add_parser("validate-fasta", help="check FASTA files and print record/residue statistics",
+                       description="Checks FASTA files with the rules embed and training use and prints statistics.")
     p.add_argument("fasta", help="a FASTA path or glob (plain or .gz)")
     p.set_defaults(func=_cmd_validate_fasta)
 
     p = sub.add_parser("write-tokenizer", help="write the ProtT5 SentencePiece model or the ProtBert vocab.txt")
-    p.add_argument("--family", choices=("prot_t5", "prot_bert"), default="prot_t5")
+    p.add_argument("--family", choices=("prot_t5", "prot_bert"), default="prot_t5",
+                   help="prot_t5: spiece.model (128 ids with sentinels); prot_bert: vocab.txt (30 ids)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace a tokenizer file already in --out")
     p.set_defaults(func=_cmd_write_tokenizer)
 
     p = sub.add_parser("preview", help="print decoded examples of a registered SeqIO task")
     p.add_argument("--task", required=True, help="e.g. demo_prot_t5_denoise, uniref50_bert_mlm")
-    p.add_argument("--num", type=int, default=3)
+    p.add_argument("--num", type=int, default=3, help="examples to print")
     p.add_argument("--length", type=int, default=64, help="feature length (inputs and targets)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", default="train", choices=("train", "validation"))
+    p.add_argument("--seed", type=int, default=0, help="task seed (masking and cropping)")
+    p.add_argument("--split", default="train", choices=("train", "validation"), help="the corpus split to read")
     p.set_defaults(func=_cmd_preview)
 
     p = sub.add_parser("quickstart", help="run the end-to-end demo on the shipped corpus")
-    p.add_argument("--corpus", default="demo")
-    p.add_argument("--num", type=int, default=2)
-    p.add_argument("--length", type=int, default=48)
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--model-dir", default="quickstart_run", help="checkpoints and TensorBoard events")
+    p.add_argument("--corpus", default="demo", help="registered corpus (demo: the shipped synthetic one)")
+    p.add_argument("--num", type=int, default=2, help="examples shown per objective")
+    p.add_argument("--length", type=int, default=48, help="feature length of the examples shown")
+    p.add_argument("--steps", type=int, default=60, help="pretraining steps of the tiny ProtT5")
+    p.add_argument("--model-dir", default="quickstart_run",
+                   help="where everything goes: checkpoints, TensorBoard events, hf/, embeddings.h5, prediction.*")
     p.set_defaults(func=_cmd_quickstart)
 
     p = sub.add_parser("export-hf", help="write a checkpoint as a HuggingFace (PyTorch) folder")
@@ -200,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "or HF folder")
     p.add_argument("--out", required=True, help="folder to write (config.json, model.safetensors, tokenizer)")
     p.add_argument("--encoder-only", action="store_true", help="only the encoder (T5EncoderModel, BertModel, ...)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                   help="dtype of the written weights")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     _add_model_args(p, "checkpoint")
     p.set_defaults(func=_cmd_export_hf)
@@ -208,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-hf", help="write a HuggingFace model as an Orbax checkpoint our trainer starts from")
     p.add_argument("--hf", required=True, help="HF folder (config.json + model.safetensors or pytorch_model.bin)")
     p.add_argument("--out", required=True, help="new training directory (MODEL_DIR)")
-    p.add_argument("--family", default=None, choices=("t5", "bert", "albert", "electra"))
+    p.add_argument("--family", default=None, choices=("t5", "bert", "albert", "electra"),
+                   help="refuse a folder of another family")
+    p.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out")
     p.set_defaults(func=_cmd_import_hf)
 
     p = sub.add_parser("embed", help="FASTA -> HDF5 embeddings (ProtTrans layout), resumable")
@@ -222,9 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"),
                    help="compute dtype (half precision is stored as float16)")
     p.add_argument("--max-residues-per-batch", type=int, default=4000, help="padded tokens per batch")
-    p.add_argument("--max-sequences-per-batch", type=int, default=100)
+    p.add_argument("--max-sequences-per-batch", type=int, default=100, help="sequences per batch at most")
     p.add_argument("--max-length", type=int, default=None,
-                   help="longest sequence embedded whole (default: what 80% of the free memory holds)")
+                   help="longest sequence embedded whole (default: what 80%% of the free memory holds)")
     p.add_argument("--long-sequences", default="error", choices=("error", "skip", "chunk"),
                    help="longer sequences: refuse the run (default), leave them out, or embed overlapping windows")
     p.add_argument("--chunk-overlap", type=int, default=256, help="residues shared by neighbouring windows")
@@ -237,10 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("predict", help="secondary structure, location and membrane for a FASTA (TSV + JSON)")
-    p.add_argument("--fasta", required=True)
+    p.add_argument("--fasta", required=True, help="FASTA path or glob (plain or .gz)")
     p.add_argument("--head", required=True, action="append", help="a heads train folder (repeat for several)")
     p.add_argument("--model", default=None, help="the embedding model the heads were trained on (not for onehot)")
     p.add_argument("--out", required=True, help="output prefix: <out>.residues.tsv, <out>.proteins.tsv, <out>.json")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
     p.set_defaults(func=_cmd_predict)
 
     from prottrans_jax.downstream import heads_cli
@@ -248,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     heads_cli.add_parser(sub)
 
     p = sub.add_parser(
-        "train", help="pretrain with gin files (same flags as python -m prottrans_jax.train)",
-        description="e.g. prottrans-jax train --gin_file=runs/prot_t5_tiny.gin --gin.MODEL_DIR=\"'runs/tiny'\"",
+        "train", help="pretrain with gin files (same flags as python -m prottrans_jax.train; --help lists them)",
+        add_help=False,  # --help goes to the trainer's own usage text
     )
     p.set_defaults(func=_cmd_train, passthrough=True)
     return parser

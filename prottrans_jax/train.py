@@ -111,7 +111,13 @@ def train(
             "model": type(model_config).__name__, "model_config": config_io.config_to_dict(model_config),
             "architecture": model_io.ARCHITECTURE_OF_CONFIG[type(model_config)]}
     try:
-        return training_loop.run(trainer, state, loop_cfg, batches, eval_fn if eval_every else None, meta, checkpointer)
+        state = training_loop.run(trainer, state, loop_cfg, batches, eval_fn if eval_every else None, meta,
+                                  checkpointer)
+        latest = checkpointer.latest_step()
+        if latest is not None and jax.process_index() == 0:
+            print(f"last checkpoint: {checkpointer.step_dir(latest)} (step {latest}); export it with "
+                  f"prottrans-jax export-hf --checkpoint {model_dir} --out <folder>", flush=True)
+        return state
     finally:
         checkpointer.close()
 
@@ -207,6 +213,36 @@ def _check_imported_fits(model, model_config, where: str) -> None:
 # ---------------------------------------------------------------------------------------
 
 
+USAGE = """\
+usage: python -m prottrans_jax.train --gin_file=FILE [--gin_file=FILE ...] [--gin.NAME=VALUE ...]
+       prottrans-jax train           (the same flags)
+
+Pretrains a model configured by gin files (t5x's flag style). A run resumes from the newest finished
+checkpoint in MODEL_DIR, saves on SIGTERM/SIGINT and ends by printing where its last checkpoint is.
+
+flags:
+  --gin_file=FILE          a gin file; repeatable. Looked up as given, then in the package's gin/ folder
+                           (e.g. runs/prot_t5_tiny.gin), the working directory and --gin_search_paths.
+  --gin.NAME=VALUE         one binding, e.g. --gin.MODEL_DIR="'runs/tiny'" or --gin.TRAIN_STEPS=100
+                           (strings need inner quotes, as in t5x).
+  --gin_bindings=BINDING   a binding in gin syntax ("NAME = VALUE"); repeatable.
+  --gin_search_paths=DIRS  comma-separated extra folders to look for gin files in.
+  -h, --help               this message.
+
+macros a run gin sets (override with --gin.NAME=...):
+  MODEL_DIR (required), MIXTURE_OR_TASK_NAME, TASK_FEATURE_LENGTHS, TRAIN_STEPS, BATCH_SIZE,
+  MESH_SHAPE, PARTITIONING_RULES (data|model|fsdp), OPTIMIZER (adafactor|adamw|lamb),
+  SCHEDULE (rsqrt|linear|cosine|constant), LEARNING_RATE, WARMUP_STEPS, NUM_MICROBATCHES, EVAL_EVERY.
+
+run gins shipped in gin/runs/: prot_t5_tiny, prot_t5_xl, prot_t5_xxl, prot_bert(_tiny), prot_albert(_tiny),
+prot_electra(_tiny).
+
+example:
+  python -m prottrans_jax.train --gin_file=runs/prot_t5_tiny.gin --gin.MODEL_DIR="'runs/tiny'" \\
+      --gin.TRAIN_STEPS=100
+"""
+
+
 def parse_flags(argv: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
     """Splits ``--gin_file``, ``--gin_search_paths``, ``--gin_bindings`` and ``--gin.NAME=VALUE`` flags.
 
@@ -300,8 +336,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "jax" not in sys.modules:  # XLA reads its flags once, when the backend starts
         os.environ["XLA_FLAGS"] = default_cpu_xla_flags()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
+        print(USAGE, end="", file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
     try:
-        files, bindings, paths = parse_flags(sys.argv[1:] if argv is None else argv)
+        files, bindings, paths = parse_flags(argv)
         configure(files, bindings, paths)
         run_configured()
     except ValueError as e:

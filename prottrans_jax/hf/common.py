@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import pathlib
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -89,6 +91,20 @@ def unflatten_params(flat: Mapping[str, Any]) -> dict:
     return tree
 
 
+@contextlib.contextmanager
+def _unreadable(path: pathlib.Path):
+    """Turns a weights-file reader's failure (truncated, corrupt, not the format) into one CheckpointError."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors' and torch's errors have no common base class
+        size = path.stat().st_size if path.exists() else 0
+        raise CheckpointError(
+            f"{path}: cannot read the weights ({type(e).__name__}: {str(e).strip()[:200]}; file size {size:,} "
+            "bytes); the file is truncated or corrupt: copy, download or export it again") from None
+
+
 class TensorReader:
     """Reads named tensors from a HF folder (``model.safetensors``, a sharded index, or ``pytorch_model.bin``).
 
@@ -102,12 +118,17 @@ class TensorReader:
         if (self.dir / SAFETENSORS).is_file():
             self._index_safetensors([self.dir / SAFETENSORS])
         elif (self.dir / SAFETENSORS_INDEX).is_file():
-            weight_map = json.loads((self.dir / SAFETENSORS_INDEX).read_text())["weight_map"]
+            index = self.dir / SAFETENSORS_INDEX
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{index}: not a safetensors index (no valid 'weight_map': {e})") from None
             self._index_safetensors(sorted({self.dir / f for f in weight_map.values()}))
         elif (self.dir / PYTORCH_BIN).is_file():
             import torch  # only for legacy checkpoints
 
-            self._torch_state = torch.load(self.dir / PYTORCH_BIN, map_location="cpu", weights_only=True)
+            with _unreadable(self.dir / PYTORCH_BIN):
+                self._torch_state = torch.load(self.dir / PYTORCH_BIN, map_location="cpu", weights_only=True)
             self._files = {k: self.dir / PYTORCH_BIN for k in self._torch_state}
         else:
             raise CheckpointError(
@@ -118,7 +139,9 @@ class TensorReader:
         from safetensors import safe_open
 
         for f in files:
-            with safe_open(str(f), framework="np") as handle:
+            if not f.is_file():
+                raise CheckpointError(f"{f}: missing (named in {SAFETENSORS_INDEX}); the folder is incomplete")
+            with _unreadable(f), safe_open(str(f), framework="np") as handle:
                 for k in handle.keys():
                     self._files[k] = f
 
@@ -138,7 +161,7 @@ class TensorReader:
             return tuple(self._torch_state[name].shape)
         from safetensors import safe_open
 
-        with safe_open(str(self._files[name]), framework="np") as handle:
+        with _unreadable(self._files[name]), safe_open(str(self._files[name]), framework="np") as handle:
             return tuple(handle.get_slice(name).get_shape())
 
     def get(self, name: str) -> np.ndarray:
@@ -147,7 +170,7 @@ class TensorReader:
             return self._torch_state[name].float().numpy()
         from safetensors import safe_open
 
-        with safe_open(str(self._files[name]), framework="np") as handle:
+        with _unreadable(self._files[name]), safe_open(str(self._files[name]), framework="np") as handle:
             return np.asarray(handle.get_tensor(name)).astype(np.float32)
 
 
@@ -165,3 +188,10 @@ def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | pathlib.Path
         np_dtype = np.dtype(dtype)
     arrays = {k: np.ascontiguousarray(np.asarray(v, np.float32).astype(np_dtype)) for k, v in tensors.items()}
     save_file(arrays, str(path), metadata={"format": "pt"})
+    os.chmod(path, 0o666 & ~_umask())  # safetensors creates its file 0600; give it the mode of the other files
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -7,7 +7,7 @@ import os
 import pathlib
 from typing import Optional
 
-from prottrans_jax import checkpoints, config_io
+from prottrans_jax import atomic_files, checkpoints, config_io
 from prottrans_jax.model_io import ARCHITECTURE_OF_CONFIG, LoadedModel, load_hf, require_family
 from prottrans_jax.models import configs
 
@@ -24,7 +24,7 @@ def matching_config_names(config) -> list[str]:
 
 
 def import_hf_to_orbax(hf_dir: str | pathlib.Path, model_dir: str | pathlib.Path,
-                       family: Optional[str] = None) -> tuple[LoadedModel, pathlib.Path]:
+                       family: Optional[str] = None, overwrite: bool = False) -> tuple[LoadedModel, pathlib.Path]:
     """Writes the weights of a HF folder as ``model_dir/checkpoint_0`` (params, step 0, model config).
 
     ``python -m prottrans_jax.train`` with ``MODEL_DIR`` = ``model_dir`` and a model config whose weights
@@ -35,17 +35,20 @@ def import_hf_to_orbax(hf_dir: str | pathlib.Path, model_dir: str | pathlib.Path
       hf_dir: the HF folder (config.json + safetensors/bin).
       model_dir: the new training directory; must hold no checkpoint yet.
       family: refuse a model of another family ('t5', 'bert', 'albert', 'electra').
+      overwrite: replace a ``model_dir`` that already holds checkpoints (the whole folder, once the
+        new checkpoint is complete).
 
     Returns:
       ``(the loaded model, the checkpoint directory)``.
 
     Raises:
-      FileExistsError: ``model_dir`` already holds checkpoints.
+      FileExistsError: ``model_dir`` already holds checkpoints (and not ``overwrite``).
       CheckpointError: the folder is not a model we read (or not of ``family``).
     """
     model_dir = pathlib.Path(os.path.abspath(model_dir))
-    if checkpoints.finished_step_dirs(str(model_dir)):
-        raise FileExistsError(f"{model_dir}: already holds checkpoints; import into a new directory")
+    replace = bool(checkpoints.finished_step_dirs(str(model_dir)))
+    if replace and not overwrite:
+        raise FileExistsError(f"{model_dir}: already holds checkpoints; import into a new directory or pass --overwrite")
     model = load_hf(hf_dir)
     require_family(model, family, hf_dir)
     meta = {
@@ -58,8 +61,15 @@ def import_hf_to_orbax(hf_dir: str | pathlib.Path, model_dir: str | pathlib.Path
         "imported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "trainable": ARCHITECTURE_OF_CONFIG.get(type(model.config)) == model.architecture,
     }
+    if not replace:
+        return model, _write_checkpoint(model_dir, model.params, meta)
+    with atomic_files.atomic_directory(model_dir, overwrite=True) as tmp:
+        _write_checkpoint(tmp, model.params, meta)
+    return model, model_dir / "checkpoint_0"
+
+
+def _write_checkpoint(model_dir: pathlib.Path, params: dict, meta: dict) -> pathlib.Path:
     with checkpoints.TrainCheckpointer(str(model_dir), keep=1000, save_every=1, async_save=False) as ckpt:
-        ckpt.save(0, {"params": model.params, "step": 0}, meta, force=True)
+        ckpt.save(0, {"params": params, "step": 0}, meta, force=True)
         ckpt.wait()
-        where = ckpt.step_dir(0)
-    return model, pathlib.Path(str(where))
+        return pathlib.Path(str(ckpt.step_dir(0)))
