@@ -9,6 +9,7 @@ import seqio
 
 from prottrans_jax import data_sources, preprocessors
 from prottrans_jax.vocab import ProtBertVocabulary, ProtT5Vocabulary
+from prottrans_jax_tasks.metrics import T5_METRICS
 
 OBJECTIVES = ("prot_t5_denoise", "span_corruption", "bert_mlm", "electra")
 
@@ -77,7 +78,8 @@ def register_objective_tasks(
                 *_objective_preprocessors(objective, noise_density),
             ],
             output_features=t5_output_features() if is_t5 else mlm_output_features(),
-            metric_fns=[],
+            # t5x.eval needs a metric; encoder-only (MLM, ELECTRA) tasks are not decoded.
+            metric_fns=list(T5_METRICS) if is_t5 else [],
         )
         names.append(name)
     return names
