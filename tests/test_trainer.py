@@ -107,6 +107,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(real_task, tmp_path, demo_c
     assert train.main(_gin_args(full, 10, extra)) == 0
     out = capsys.readouterr().out
     assert "[eval step 5]" in out and "targets/accuracy" in out and "tokens_per_s" in out
+    assert f"last checkpoint: {full / 'checkpoint_10'} (step 10)" in out
     mfu = float(out.split("mfu=")[1].split()[0])
     assert 0 < mfu < 1, "MFU against the measured matmul peak of this CPU"
     # A real SIGTERM (TPU preemption) to a training process: it saves where it is and exits cleanly.
