@@ -69,26 +69,17 @@ def output_paths(out: str | pathlib.Path, per_residue: bool, per_protein: bool) 
 
 
 def read_records(fasta_paths, full_header_ids: bool = False) -> list[_Record]:
-    """Every record, validated; dataset names must stay unique after ProtTrans' renaming.
+    """Every record, validated by the rules ``validate-fasta`` applies (:func:`fasta.validated_records`).
 
     Raises:
-      fasta.FastaError: malformed input, an empty sequence, or two records with the same name.
+      fasta.FastaError: malformed input, no records, an empty sequence, or two records with the same name
+        (also after ProtTrans' renaming).
     """
-    records, seen = [], {}
-    for rec in fasta.read_fasta(fasta_paths, min_length=0):
-        if not rec.sequence:
-            raise fasta.FastaError("the record has no residues", "remove the record or add its sequence",
-                                   rec.path, rec.line, rec.id)
-        header_id = f"{rec.id} {rec.description}".strip() if full_header_ids else rec.id
-        name = h5_store.dataset_name(header_id)
-        if name in seen:
-            raise fasta.FastaError(
-                f"its dataset name {name!r} is already used by the record at {seen[name]}",
-                "give every record a unique id (after '/' and '.' become '_')", rec.path, rec.line, rec.id)
-        seen[name] = f"{rec.path}, line {rec.line}"
-        records.append(_Record(name, header_id, rec.sequence, hashlib.sha1(rec.sequence.encode()).hexdigest()))
-    if not records:
-        raise fasta.FastaError("no records", "give a FASTA file with at least one sequence", str(fasta_paths))
+    records = []
+    for rec in fasta.validated_records(fasta_paths, full_header_ids=full_header_ids):
+        header_id = fasta.record_name(rec, full_header_ids)
+        records.append(_Record(fasta.dataset_name(header_id), header_id, rec.sequence,
+                               hashlib.sha1(rec.sequence.encode()).hexdigest()))
     return records
 
 
@@ -180,11 +171,14 @@ def embed_fasta(
     from prottrans_jax.embedding.encoder import Embedder
 
     embedder = Embedder(loaded, layer=layer, dtype=dtype, devices=devices)
+    from prottrans_jax.downstream.provenance import model_fingerprint
+
+    fingerprint = model_fingerprint(loaded)  # what downstream heads check their features against
     if not isinstance(model, model_io.LoadedModel):
         loaded.params = None  # the embedder holds the weights on the devices; free the host copy
     attrs = dict(model=str(pathlib.Path(loaded.source).absolute()), architecture=loaded.architecture,
                  step=loaded.step, layer=embedder.layer, dtype=dtype, storage_dtype=STORAGE_DTYPE[dtype],
-                 hidden_size=embedder.hidden_size, prottrans_jax_version=_version())
+                 hidden_size=embedder.hidden_size, model_fingerprint=fingerprint, prottrans_jax_version=_version())
     stores = {kind: h5_store.EmbeddingStore(path, dict(attrs, pooling=kind), flush_seconds=save_every_seconds)
               for kind, path in output_paths(out, per_residue, per_protein).items()}
     _check_sequences_unchanged(records, stores.values())

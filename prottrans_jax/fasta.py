@@ -359,21 +359,87 @@ def _check_unique(seen: dict[str, tuple[str, int]], rec: FastaRecord) -> None:
     seen[rec.id] = (rec.path, rec.line)
 
 
-def fasta_stats(paths: Paths, **read_kwargs) -> dict:
-    """Validates FASTA files and summarises them.
+def dataset_name(record_id: str) -> str:
+    """ProtTrans' key for a sequence (its embedding file's dataset): ``/`` and ``.`` become ``_``."""
+    return record_id.replace("/", "_").replace(".", "_")
+
+
+def record_name(rec: FastaRecord, full_header_ids: bool = False) -> str:
+    """The id a command names a record by: the header's first word, or (``full_header_ids``) the whole header."""
+    return f"{rec.id} {rec.description}".strip() if full_header_ids else rec.id
+
+
+def validated_records(paths: Paths, *, full_header_ids: bool = False, **read_kwargs) -> Iterator[FastaRecord]:
+    """:func:`read_fasta` plus the rules every command shares (``validate-fasta``, ``embed``).
+
+    Besides each record's own checks (an empty sequence is an error), the input must hold at least one
+    record, and record names (:func:`record_name`) must stay unique after ProtTrans' renaming
+    (:func:`dataset_name`). These are checked once the last record is read: names are kept as 8-byte
+    hashes (UniRef50's 50 M fit in memory), and a repeated hash is confirmed by a second pass over the input.
 
     Args:
       paths: as for :func:`read_fasta`.
-      **read_kwargs: passed to :func:`read_fasta` (e.g. ``check_unique_ids=True``).
+      full_header_ids: name records by the whole header line (``embed --full-header-ids``).
+      **read_kwargs: passed to :func:`read_fasta`.
+
+    Raises:
+      FastaError: for a malformed input, no records, or two records with the same name (naming both places).
+    """
+    import array
+
+    files = expand_paths(paths)
+    hashes = array.array("q")
+    for rec in read_fasta(files, **read_kwargs):
+        hashes.append(hash(dataset_name(record_name(rec, full_header_ids))))
+        yield rec
+    if not hashes:
+        shown = os.fspath(paths) if isinstance(paths, (str, os.PathLike)) else ", ".join(files)
+        raise FastaError("no records", "give a FASTA file with at least one '>id' header and its sequence", shown)
+    repeated = _repeated(hashes)
+    if repeated:
+        _raise_duplicate(files, repeated, full_header_ids, read_kwargs)
+
+
+def _repeated(hashes) -> set[int]:
+    """The values that occur more than once in an ``array('q')``."""
+    import numpy as np
+
+    values = np.sort(np.frombuffer(hashes, np.int64))
+    return set(values[1:][values[1:] == values[:-1]].tolist())
+
+
+def _raise_duplicate(files: list[str], repeated: set[int], full_header_ids: bool, read_kwargs: dict) -> None:
+    """Second pass: raises for the first record whose name an earlier record already has."""
+    first: dict[str, FastaRecord] = {}
+    for rec in read_fasta(files, **read_kwargs):
+        name = dataset_name(record_name(rec, full_header_ids))
+        if hash(name) not in repeated:
+            continue
+        if name in first:
+            other = first[name]
+            if record_name(other, full_header_ids) == record_name(rec, full_header_ids):
+                problem = f"duplicate record id (first seen at {other.path}, line {other.line})"
+            else:
+                problem = (f"its dataset name {name!r} ('/' and '.' become '_', as in embedding files) is already "
+                           f"used by the record {record_name(other, full_header_ids)!r} at {other.path}, line {other.line}")
+            raise FastaError(problem, "give every record a unique id (also after '/' and '.' become '_')",
+                             rec.path, rec.line, rec.id)
+        first[name] = rec
+
+
+def fasta_stats(paths: Paths, **read_kwargs) -> dict:
+    """Validates FASTA files with the rules every command shares (:func:`validated_records`) and summarises them.
+
+    Args:
+      paths: as for :func:`read_fasta`.
+      **read_kwargs: passed to :func:`validated_records` (e.g. ``full_header_ids=True``).
 
     Returns:
-      ``{"files", "records", "residues", "min_length", "max_length", "mean_length"}``; the
-      lengths are None when there are no records.
+      ``{"files", "records", "residues", "min_length", "max_length", "mean_length"}``.
     """
-    files = expand_paths(paths)
     records, residues, lo, hi = 0, 0, float("inf"), 0  # Running values: UniRef50 has ~50 M records.
-    for rec in read_fasta(files, **read_kwargs):
+    for rec in validated_records(paths, **read_kwargs):
         n = len(rec.sequence)
         records, residues, lo, hi = records + 1, residues + n, min(lo, n), max(hi, n)
-    return {"files": len(files), "records": records, "residues": residues, "min_length": lo if records else None,
-            "max_length": hi if records else None, "mean_length": residues / records if records else None}
+    return {"files": len(expand_paths(paths)), "records": records, "residues": residues, "min_length": lo,
+            "max_length": hi, "mean_length": residues / records}

@@ -93,8 +93,9 @@ def test_fasta_stats_small_and_empty(tmp_path):
     b = write(tmp_path / "b.fa", "")  # An empty shard is not an error.
     assert fasta_stats([a, b]) == {"files": 2, "records": 2, "residues": 8, "min_length": 3, "max_length": 5,
                                    "mean_length": 4.0}
-    assert fasta_stats(b) == {"files": 1, "records": 0, "residues": 0, "min_length": None, "max_length": None,
-                              "mean_length": None}
+    with pytest.raises(FastaError, match="no records") as e:  # No record at all is (embed refuses it too).
+        fasta_stats(b)
+    assert e.value.path == b
 
 
 # ---------------------------------------------------------------------------------------
@@ -326,6 +327,53 @@ def test_duplicate_ids(tmp_path):
     err = read_error([a, b], check_unique_ids=True)
     assert_located(err, b, 4, "x")
     assert f"{a}, line 1" in str(err)
+
+
+@pytest.mark.parametrize("content, needle, line, rid", [
+    (">a/1\nMK\n>b\nMK\n>a.1 same after renaming\nMKV\n",
+     "name 'a_1' ('/' and '.' become '_', as in embedding files) is already used by the record 'a/1' at {path}, line 1",
+     5, "a.1"),
+    (">a\nMK\n>a\nMKV\n", "duplicate record id (first seen at {path}, line 1)", 3, "a"),
+])
+def test_shared_rules_name_both_records(tmp_path, content, needle, line, rid):
+    path = write(tmp_path / "d.fa", content)
+    with pytest.raises(FastaError) as e:
+        list(fasta.validated_records(path))
+    assert needle.format(path=path) in str(e.value)
+    assert (e.value.path, e.value.line, e.value.record_id) == (path, line, rid)
+
+
+def test_shared_rules_with_full_header_ids(tmp_path):
+    path = write(tmp_path / "h.fa", ">a x.1\nMK\n>a x_1\nMK\n>a y\nMK\n")
+    with pytest.raises(FastaError, match="duplicate record id"):
+        list(fasta.validated_records(path))
+    with pytest.raises(FastaError, match="name 'a x_1' .* already used by the record 'a x.1'") as e:
+        list(fasta.validated_records(path, full_header_ids=True))
+    assert e.value.line == 3
+    ok = write(tmp_path / "ok.fa", ">a x\nMK\n>a y\nMK\n")
+    assert [fasta.record_name(r, True) for r in fasta.validated_records(ok, full_header_ids=True)] == ["a x", "a y"]
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("", "no records"),
+    ("\n\n", "no records"),
+    (">a\nMK\n>b\n>c\nMK\n", "empty sequence"),
+    (">a\nMK\n>b\nMK\n>a\nMKV\n", "duplicate record id"),
+    (">sp|P1.2\nMK\n>sp|P1_2\nMKV\n", "name 'sp|P1_2' ('/' and '.' become '_'"),
+])
+def test_validate_fasta_and_embed_refuse_the_same_files_alike(tmp_path, capsys, content, needle):
+    from prottrans_jax import cli
+
+    path = write(tmp_path / "bad.fa", content)
+    errors = []
+    for argv in (["validate-fasta", path],
+                 ["embed", "--model", str(tmp_path / "model"), "--fasta", path, "--out", str(tmp_path / "e.h5")]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err and path in err
+        errors.append(err.split(": error: ", 1)[1])
+    assert errors[0] == errors[1]
+    assert not (tmp_path / "e.h5").exists()
 
 
 # ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
-from prottrans_jax import atomic_files
+from prottrans_jax import atomic_files, fasta
 
 # File attributes that must agree for a run to add to an existing output.
 IDENTITY_ATTRS = ("model", "architecture", "step", "layer", "dtype", "storage_dtype", "pooling")
@@ -27,7 +27,7 @@ RUN_FILE = "run.json"
 
 def dataset_name(record_id: str) -> str:
     """ProtTrans' key for a sequence: ``/`` and ``.`` (which HDF5 tools misread) become ``_``."""
-    return record_id.replace("/", "_").replace(".", "_")
+    return fasta.dataset_name(record_id)  # the rule FASTA validation checks names against
 
 
 class OutputMismatchError(ValueError):
