@@ -290,9 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
     p.set_defaults(func=_cmd_predict)
 
-    from prottrans_jax.downstream import heads_cli
+    from prottrans_jax.downstream import finetune_cli, heads_cli
 
     heads_cli.add_parser(sub)
+    finetune_cli.add_parser(sub)
 
     p = sub.add_parser(
         "train", help="pretrain with gin files (same flags as python -m prottrans_jax.train; --help lists them)",
@@ -313,12 +314,15 @@ def main(argv=None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     if extra and not getattr(args, "passthrough", False):
         build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        return args.func(args, extra) if getattr(args, "passthrough", False) else args.func(args)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        # User-caused errors (bad FASTA, missing path, unknown task) get one clear line, no traceback.
-        print(f"prottrans-jax {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    from prottrans_jax import native_logs
+
+    with native_logs.quiet_native_startup():
+        try:
+            return args.func(args, extra) if getattr(args, "passthrough", False) else args.func(args)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            # User-caused errors (bad FASTA, missing path, unknown task) get one clear line, no traceback.
+            print(f"prottrans-jax {args.command}: error: {e}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

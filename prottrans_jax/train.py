@@ -340,10 +340,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not argv or any(a in ("-h", "--help", "-help", "--helpfull") for a in argv):
         print(USAGE, end="", file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
+    from prottrans_jax import native_logs
+
     try:
         files, bindings, paths = parse_flags(argv)
         configure(files, bindings, paths)
-        run_configured()
+        with native_logs.quiet_native_startup():
+            run_configured()
     except ValueError as e:
         print(f"prottrans_jax.train: error: {e}", file=sys.stderr)
         return 2
