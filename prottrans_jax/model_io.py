@@ -14,7 +14,8 @@ import jax
 import numpy as np
 from flax.core import unfreeze
 
-from prottrans_jax import checkpoints, config_io
+from prottrans_jax import config_io
+from prottrans_jax.hf import checkpoint_reader
 from prottrans_jax.hf.common import CheckpointError, flatten_params, read_config_json
 from prottrans_jax.models import configs, layers
 from prottrans_jax.models.albert import AlbertConfig
@@ -160,15 +161,15 @@ def load_hf(hf_dir: str | pathlib.Path) -> LoadedModel:
 # ---------------------------------------------------------------------------------------
 def find_checkpoint(path: pathlib.Path, step: Optional[int] = None) -> tuple[pathlib.Path, int]:
     """``(checkpoint_<step> dir, step)`` inside a model directory, or ``path`` itself if it is one."""
-    match = checkpoints.STEP_DIR_RE.match(path.name)
-    if match and (path / checkpoints.STATE_ITEM).is_dir():
+    match = checkpoint_reader.STEP_DIR_RE.match(path.name)
+    if match and (path / checkpoint_reader.STATE_ITEM).is_dir():
         if step is not None and step != int(match.group(1)):
             raise ValueError(f"{path} is the checkpoint of step {match.group(1)}, not {step}")
         return path, int(match.group(1))
-    steps = checkpoints.finished_step_dirs(str(path))
+    steps = checkpoint_reader.finished_step_dirs(str(path))
     if not steps:
         raise FileNotFoundError(
-            f"{path}: no finished checkpoint_<step>/ folder (with state/ and {checkpoints.COMMIT_FILE}) and no "
+            f"{path}: no finished checkpoint_<step>/ folder (with state/ and {checkpoint_reader.COMMIT_FILE}) and no "
             "config.json; point to a training directory, one of its checkpoint folders, or a HuggingFace folder")
     if step is None:
         step = max(steps)
@@ -181,14 +182,14 @@ def load_orbax(path: str | pathlib.Path, step: Optional[int] = None,
                config_name: Optional[str] = None) -> LoadedModel:
     """Parameters of one checkpoint (optimizer state is not read), unscanned, with their config."""
     ckpt_dir, step = find_checkpoint(pathlib.Path(path).absolute(), step)
-    meta = checkpoints.read_meta(str(ckpt_dir))
+    meta = checkpoint_reader.read_meta(str(ckpt_dir))
     config = _orbax_config(ckpt_dir, meta, config_name)
-    keys = checkpoints.state_keys(str(ckpt_dir))
+    keys = checkpoint_reader.state_keys(str(ckpt_dir))
     key = "params" if "params" in keys else "target" if "target" in keys else None
     if key is None:
         raise CheckpointError(f"{ckpt_dir}/state: holds neither 'params' (prottrans-jax) nor 'target' (t5x); "
                               f"its keys are {keys}")
-    params = layers.unstack_layer_params(checkpoints.restore_subtree_numpy(str(ckpt_dir), key))
+    params = layers.unstack_layer_params(checkpoint_reader.restore_subtree_numpy(str(ckpt_dir), key))
     config = config.replace(scan_layers=False)
     arch = meta.get("architecture") or ARCHITECTURE_OF_CONFIG[type(config)]
     _check_shapes(config, arch, params, ckpt_dir)

@@ -159,11 +159,12 @@ def _run_config(model_config, optimizer, optimizer_kwargs, task) -> dict:
 
 def _initial_state(trainer, checkpointer, run_config: dict, seed: int, model_config):
     from prottrans_jax import checkpoints
+    from prottrans_jax.hf import checkpoint_reader
 
     latest = checkpointer.latest_step()
     if latest is None:
         return trainer.init_state(seed)
-    if checkpoints.read_meta(str(checkpointer.step_dir(latest))).get("params_only"):
+    if checkpoint_reader.read_meta(str(checkpointer.step_dir(latest))).get("params_only"):
         return _state_from_imported_weights(trainer, checkpointer, latest, seed, model_config)
     state, meta = checkpointer.restore(
         abstract_state=trainer.abstract_state(), expected_fingerprint=checkpoints.config_fingerprint(run_config),

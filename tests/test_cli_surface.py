@@ -157,3 +157,16 @@ def test_import_hf_refuses_an_existing_run_unless_overwrite(tiny_t5_hf, tmp_path
     assert cli.main(["import-hf", "--hf", str(tiny_t5_hf / "hf"), "--out", str(target), "--overwrite"]) == 0
     assert (target / "checkpoint_0").is_dir() and not (target / "notes.txt").exists()
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_export_embedding_and_downstream_do_not_import_the_trainer():
+    """Reading checkpoints lives in hf/checkpoint_reader.py; the trainer's manager stays with the trainer."""
+    code = ("import sys\n"
+            "import prottrans_jax.model_io, prottrans_jax.embed, prottrans_jax.hf.export, prottrans_jax.hf.import_to_orbax\n"
+            "import prottrans_jax.downstream.predict, prottrans_jax.downstream.heads_cli\n"
+            "training = ['prottrans_jax.' + m for m in ('checkpoints', 'trainer', 'training_loop', 'optimizers',"
+            " 'objectives', 'pipeline', 'train')]\n"
+            "print(sorted(m for m in training if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

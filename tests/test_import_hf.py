@@ -12,7 +12,8 @@ transformers = pytest.importorskip("transformers")
 import prottrans_jax_tasks  # noqa: E402
 from model_dirs import write_model_dir  # noqa: E402
 from proteins import read_proteins  # noqa: E402
-from prottrans_jax import checkpoints, cli, model_io, train  # noqa: E402
+from prottrans_jax import cli, model_io, train  # noqa: E402
+from prottrans_jax.hf import checkpoint_reader  # noqa: E402
 from prottrans_jax.hf.common import flatten_params  # noqa: E402
 from prottrans_jax.models.t5 import T5EncoderDecoder  # noqa: E402
 from prottrans_jax.vocab import ProtT5Vocabulary  # noqa: E402
@@ -94,7 +95,7 @@ def test_a_run_of_another_model_refuses_imported_weights(tmp_path, real_task, ca
     assert train.main(_gin_args(tmp_path / "imp", real_task, 1, bigger)) == 2
     err = capsys.readouterr().err
     assert "d_ff: 64 saved vs 128 asked" in err and "imp" in err
-    assert sorted(checkpoints.finished_step_dirs(str(tmp_path / "imp"))) == [0]  # nothing written
+    assert sorted(checkpoint_reader.finished_step_dirs(str(tmp_path / "imp"))) == [0]  # nothing written
 
 
 @pytest.mark.parametrize("family", ("bert", "albert", "electra"))

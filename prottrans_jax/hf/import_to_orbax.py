@@ -7,7 +7,8 @@ import os
 import pathlib
 from typing import Optional
 
-from prottrans_jax import atomic_files, checkpoints, config_io
+from prottrans_jax import atomic_files, config_io
+from prottrans_jax.hf import checkpoint_reader
 from prottrans_jax.model_io import ARCHITECTURE_OF_CONFIG, LoadedModel, load_hf, require_family
 from prottrans_jax.models import configs
 
@@ -46,7 +47,7 @@ def import_hf_to_orbax(hf_dir: str | pathlib.Path, model_dir: str | pathlib.Path
       CheckpointError: the folder is not a model we read (or not of ``family``).
     """
     model_dir = pathlib.Path(os.path.abspath(model_dir))
-    replace = bool(checkpoints.finished_step_dirs(str(model_dir)))
+    replace = bool(checkpoint_reader.finished_step_dirs(str(model_dir)))
     if replace and not overwrite:
         raise FileExistsError(f"{model_dir}: already holds checkpoints; import into a new directory or pass --overwrite")
     model = load_hf(hf_dir)
@@ -69,6 +70,9 @@ def import_hf_to_orbax(hf_dir: str | pathlib.Path, model_dir: str | pathlib.Path
 
 
 def _write_checkpoint(model_dir: pathlib.Path, params: dict, meta: dict) -> pathlib.Path:
+    """Writes step 0 with the trainer's own manager (the layout the trainer resumes from)."""
+    from prottrans_jax import checkpoints
+
     with checkpoints.TrainCheckpointer(str(model_dir), keep=1000, save_every=1, async_save=False) as ckpt:
         ckpt.save(0, {"params": params, "step": 0}, meta, force=True)
         ckpt.wait()
