@@ -20,7 +20,8 @@ LOCATIONS = ("Cell.membrane", "Cytoplasm", "Endoplasmic.reticulum", "Golgi.appar
              "Mitochondrion", "Nucleus", "Peroxisome", "Plastid", "Extracellular")
 LOCATION_ALIASES = {"Cytoplasm-Nucleus": "Cytoplasm"}
 MEMBRANE = {"M": 1, "S": 0, "U": -1}  # membrane-bound, soluble, unknown (left out of the Q2 task)
-NETSURFP_COLUMNS = ("seq", "dssp3", "dssp8", "disorder", "cb513_mask")
+NETSURFP_COLUMNS = ("seq", "dssp3", "dssp8", "disorder")  # required; ``cb513_mask`` is optional
+CB513_MASK = "cb513_mask"
 
 
 class DatasetError(ValueError):
@@ -97,12 +98,15 @@ def _flags(field: str, length: int, what: str, where: str) -> np.ndarray:
 
 
 def read_netsurfp_csv(path: str | pathlib.Path, use_cb513_mask: Optional[bool] = None) -> list[ResidueRecord]:
-    """Reads a NetSurfP-2.0 CSV (``seq,dssp3,dssp8,disorder,cb513_mask``; fields space-separated per residue).
+    """Reads a NetSurfP-2.0-style CSV: ``seq,dssp3,dssp8,disorder[,cb513_mask]``, fields space-separated per residue.
+
+    NetSurfP's files carry ``cb513_mask``; ProtTrans' CASP12 and NEW364 files do not, and then every
+    resolved residue counts. Column names are matched case-insensitively, ignoring surrounding spaces.
 
     Args:
       path: the file (plain or gzip).
-      use_cb513_mask: score only residues where ``cb513_mask`` is 1 (default: when the file is CB513's,
-        i.e. its name contains 'CB513').
+      use_cb513_mask: score only residues where ``cb513_mask`` is 1 (default: when the file has that
+        column and is CB513's, i.e. its name contains 'CB513'; True requires the column).
 
     Raises:
       DatasetError: a missing column or file, labels that do not match the sequence, unknown labels.
@@ -110,14 +114,17 @@ def read_netsurfp_csv(path: str | pathlib.Path, use_cb513_mask: Optional[bool] =
     path = pathlib.Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
-    if use_cb513_mask is None:
-        use_cb513_mask = "cb513" in path.name.lower()
     reader = csv.reader(_open_text(path))
     header = [h.strip().lower() for h in next(reader, [])]
     missing = [c for c in NETSURFP_COLUMNS if c not in header]
     if missing:
-        raise DatasetError(f"{path}: line 1: missing column(s) {missing}; expected {','.join(NETSURFP_COLUMNS)}")
-    col = {c: header.index(c) for c in NETSURFP_COLUMNS}
+        raise DatasetError(f"{path}: line 1: missing column(s) {missing}; expected {','.join(NETSURFP_COLUMNS)}"
+                           f"[,{CB513_MASK}]")
+    if use_cb513_mask and CB513_MASK not in header:
+        raise DatasetError(f"{path}: line 1: no {CB513_MASK} column to score CB513's residues by")
+    if use_cb513_mask is None:
+        use_cb513_mask = "cb513" in path.name.lower() and CB513_MASK in header
+    col = {c: header.index(c) for c in NETSURFP_COLUMNS + ((CB513_MASK,) if use_cb513_mask else ())}
     records = []
     for lineno, row in enumerate(reader, start=2):
         if not row:
@@ -125,22 +132,25 @@ def read_netsurfp_csv(path: str | pathlib.Path, use_cb513_mask: Optional[bool] =
         where = f"{path}, line {lineno}"
         if len(row) < len(header):
             raise DatasetError(f"{where}: {len(row)} fields, expected {len(header)}")
-        try:
-            seq = alphabet.normalize_sequence(row[col["seq"]].replace(" ", ""), where)
-        except ValueError as e:
-            raise DatasetError(str(e)) from None
-        if not seq:
-            raise DatasetError(f"{where}: empty sequence")
-        n = len(seq)
-        resolved = _flags(row[col["disorder"]], n, "disorder", where)
-        mask = _flags(row[col["cb513_mask"]], n, "cb513_mask", where)
-        evaluate = resolved & mask if use_cb513_mask else resolved
-        records.append(ResidueRecord(f"{path.name.split('.')[0]}_{lineno - 1}", seq,
-                                     _labels(row[col["dssp3"]], DSSP3, n, "dssp3", where),
-                                     _labels(row[col["dssp8"]], DSSP8, n, "dssp8", where), resolved, evaluate))
+        records.append(_residue_record(row, col, f"{path.name.split('.')[0]}_{lineno - 1}", where))
     if not records:
         raise DatasetError(f"{path}: no records")
     return records
+
+
+def _residue_record(row: list[str], col: dict[str, int], rid: str, where: str) -> ResidueRecord:
+    """One CSV row -> a record; ``col`` names the columns to read (``cb513_mask`` only when it is used)."""
+    try:
+        seq = alphabet.normalize_sequence(row[col["seq"]].replace(" ", ""), where)
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
+    if not seq:
+        raise DatasetError(f"{where}: empty sequence")
+    n = len(seq)
+    resolved = _flags(row[col["disorder"]], n, "disorder", where)
+    evaluate = resolved & _flags(row[col[CB513_MASK]], n, CB513_MASK, where) if CB513_MASK in col else resolved
+    return ResidueRecord(rid, seq, _labels(row[col["dssp3"]], DSSP3, n, "dssp3", where),
+                         _labels(row[col["dssp8"]], DSSP8, n, "dssp8", where), resolved, evaluate)
 
 
 def parse_deeploc_label(description: str, where: str) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -10,8 +11,8 @@ import numpy as np
 import optax
 
 from prottrans_jax.downstream import datasets, metrics
-from prottrans_jax.downstream.residue_training import (EarlyStopping, TrainConfig, head_settings, pad_features,
-                                                        save_head, split_validation)
+from prottrans_jax.downstream.residue_training import (EarlyStopping, TrainConfig, add_terms, head_settings,
+                                                        pad_features, save_head, split_validation)
 from prottrans_jax.embedding import batching
 from prottrans_jax.models.heads import LocalizationFNN, sample_inputs, takes_residues
 
@@ -31,14 +32,35 @@ def _apply(head, variables, batch, train: bool, rng=None):
     return head.apply(variables, *args, train=False), None
 
 
-def loss_fn(params, batch_stats, head, batch, rng):
-    """Cross entropy of the location (every protein) + membrane (proteins with a known M/S label)."""
-    out, updates = _apply(head, {"params": params, "batch_stats": batch_stats}, batch, True, rng)
+LOSS_NAME = "loss(location+membrane)"  # how the training and validation loss (the same quantity) are printed
+
+
+def loss_terms(out: dict, labels: dict) -> dict:
+    """Summed cross entropies and what they are averaged over (sums add up over batches).
+
+    Returns:
+      ``location``: location cross entropy summed over proteins; ``proteins``: their number;
+      ``membrane``: membrane cross entropy summed over proteins with a known M/S label; ``known``: their number.
+    """
     ce = optax.softmax_cross_entropy_with_integer_labels
-    known = (batch["membrane"] >= 0).astype(jnp.float32)
-    loss = jnp.mean(ce(out["location"], batch["location"])) + jnp.sum(
-        ce(out["membrane"], jnp.maximum(batch["membrane"], 0)) * known) / jnp.maximum(jnp.sum(known), 1)
-    return loss, updates["batch_stats"]
+    known = (labels["membrane"] >= 0).astype(jnp.float32)
+    return {"location": jnp.sum(ce(out["location"], labels["location"])),
+            "proteins": jnp.asarray(labels["location"].shape[0], jnp.float32),
+            "membrane": jnp.sum(ce(out["membrane"], jnp.maximum(labels["membrane"], 0)) * known),
+            "known": jnp.sum(known)}
+
+
+def loss_from_terms(terms: dict):
+    """The loss of the training objective and of validation: location cross entropy per protein, plus membrane
+    cross entropy per protein with a known label."""
+    return terms["location"] / jnp.maximum(terms["proteins"], 1) + terms["membrane"] / jnp.maximum(terms["known"], 1)
+
+
+def loss_fn(params, batch_stats, head, batch, rng):
+    """``(loss of the batch, (updated batch_stats, loss terms))``; see :func:`loss_from_terms`."""
+    out, updates = _apply(head, {"params": params, "batch_stats": batch_stats}, batch, True, rng)
+    terms = loss_terms(out, batch)
+    return loss_from_terms(terms), (updates["batch_stats"], terms)
 
 
 def train_protein_head(features: Sequence[np.ndarray], records: Sequence[datasets.ProteinRecord],
@@ -53,22 +75,23 @@ def train_protein_head(features: Sequence[np.ndarray], records: Sequence[dataset
     train_idx, val_idx = split_validation(len(records), config.validation_fraction, config.seed)
     key = jax.random.key(config.seed)
     init_key, key = jax.random.split(key)
-    variables = head.init(init_key, *sample_inputs(head, features[0].shape[-1]))
+    variables = jax.jit(head.init)(init_key, *sample_inputs(head, features[0].shape[-1]))  # one compile, not one per op
     params, batch_stats = variables["params"], variables["batch_stats"]
     optimizer = optax.adam(config.learning_rate)
-    opt_state = optimizer.init(params)
+    opt_state = jax.jit(optimizer.init)(params)
 
     @jax.jit
     def step(params, batch_stats, opt_state, batch, rng):
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, head, batch, rng)
+        (_, (batch_stats, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, head,
+                                                                                      batch, rng)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), batch_stats, opt_state, loss
+        return optax.apply_updates(params, updates), batch_stats, opt_state, terms
 
     rng = np.random.default_rng(config.seed)
     history, best_vars, stopper = [], {"params": params, "batch_stats": batch_stats}, EarlyStopping(config.patience)
     val_f, val_r = [features[i] for i in val_idx], [records[i] for i in val_idx]
     for epoch in range(1, config.max_epochs + 1):
-        losses = []
+        totals: dict = {}
         order = rng.permutation(train_idx)
         for start in range(0, len(order), config.batch_size):
             idx = order[start:start + config.batch_size]
@@ -78,14 +101,15 @@ def train_protein_head(features: Sequence[np.ndarray], records: Sequence[dataset
             batch["location"] = np.array([records[i].location for i in idx], np.int32)
             batch["membrane"] = np.array([records[i].membrane for i in idx], np.int32)
             key, sub = jax.random.split(key)
-            params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state, batch, sub)
-            losses.append(float(loss))
+            params, batch_stats, opt_state, terms = step(params, batch_stats, opt_state, batch, sub)
+            totals = add_terms(totals, terms)
         current = {"params": params, "batch_stats": batch_stats}
         val = evaluate_protein_head(current, head, val_f, val_r, n_boot=2)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_q10": val["location"]["accuracy"],
+        history.append({"epoch": epoch, "train_loss": float(loss_from_terms(totals)) if totals else float("nan"),
+                        "val_loss": val["loss"], "val_q10": val["location"]["accuracy"],
                         "val_q2": val["membrane"]["accuracy"] if val["membrane"] else float("nan")})
         if progress:
-            print(f"[epoch {epoch}] train_loss={history[-1]['train_loss']:.4f} "
+            print(f"[epoch {epoch}] {LOSS_NAME} train={history[-1]['train_loss']:.4f} val={val['loss']:.4f} "
                   f"val_Q10={history[-1]['val_q10']:.4f} val_Q2={history[-1]['val_q2']:.4f}", flush=True)
         if stopper.update(history[-1]["val_q10"]):
             best_vars = current
@@ -98,16 +122,31 @@ def train_protein_head(features: Sequence[np.ndarray], records: Sequence[dataset
     return best_vars, history
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(head, variables, batch):
+    return _apply(head, variables, batch, False)[0]
+
+
+def _all_logits(variables, head, features: Sequence[np.ndarray], batch_size: int) -> dict:
+    """``{location: [n, 10], membrane: [n, 2]}`` logits, in batches."""
+    parts = [jax.device_get(_logits(head, variables, _pack(features[s:s + batch_size], head)))
+             for s in range(0, len(features), batch_size)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("location", "membrane")}
+
+
 def predict_protein_head(variables, head, features: Sequence[np.ndarray], batch_size: int = 64) -> dict:
     """``{location: [n, 10], membrane: [n, 2]}`` probabilities."""
-    apply = jax.jit(lambda v, b: jax.tree_util.tree_map(jax.nn.softmax, _apply(head, v, b, False)[0]))
-    parts = [apply(variables, _pack(features[s:s + batch_size], head)) for s in range(0, len(features), batch_size)]
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("location", "membrane")}
+    return {k: np.asarray(jax.nn.softmax(v)) for k, v in _all_logits(variables, head, features, batch_size).items()}
 
 
 def evaluate_protein_head(variables, head, features, records, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Q10 over all proteins and Q2 over those with a known membrane label, with MCC, confusion and SE."""
-    probs = predict_protein_head(variables, head, features)
+    """Q10 over all proteins and Q2 over those with a known membrane label, with MCC, confusion and SE, and the
+    loss (the training objective's, :func:`loss_from_terms`, over these proteins)."""
+    logits = _all_logits(variables, head, features, 64)
+    probs = {k: np.asarray(jax.nn.softmax(v)) for k, v in logits.items()}
+    labels = {"location": np.array([r.location for r in records], np.int32),
+              "membrane": np.array([r.membrane for r in records], np.int32)}
+    loss = float(loss_from_terms(loss_terms(logits, labels)))
     loc_true = np.array([r.location for r in records])
     mem_true = np.array([r.membrane for r in records])
     known = mem_true >= 0
@@ -117,4 +156,4 @@ def evaluate_protein_head(variables, head, features, records, n_boot: int = 1000
                                           ["soluble", "membrane"], n_boot=n_boot, seed=seed)
     return {"location": metrics.protein_scores(loc_true, probs["location"].argmax(-1), list(datasets.LOCATIONS),
                                                n_boot=n_boot, seed=seed),
-            "membrane": membrane}
+            "membrane": membrane, "loss": loss}

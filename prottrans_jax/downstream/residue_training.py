@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 from typing import Optional, Sequence
@@ -80,15 +81,42 @@ def batches(features, records, batch_size: int, rng: Optional[np.random.Generato
         yield idx, pad_batch([features[i] for i in idx], [records[i] for i in idx], length)
 
 
-def loss_fn(params, head, batch, rng, train: bool):
-    """Cross entropy of DSSP3 + DSSP8 (resolved residues) + disorder (all residues), per residue."""
-    out = head.apply({"params": params}, batch["x"], batch["mask"], train=train, rngs={"dropout": rng})
+LOSS_NAME = "loss(dssp3+dssp8+disorder)"  # how the training and validation loss (the same quantity) are printed
+
+
+def loss_terms(out: dict, batch: dict) -> dict:
+    """Summed cross entropies of a batch and what they are averaged over (sums add up over batches).
+
+    Returns:
+      ``structure``: DSSP3 + DSSP8 cross entropy summed over resolved residues; ``resolved``: their number;
+      ``disorder``: disorder cross entropy summed over all residues; ``residues``: their number.
+    """
     resolved = batch["resolved"] * batch["mask"]
     ce = optax.softmax_cross_entropy_with_integer_labels
-    loss = (jnp.sum(ce(out["dssp3"], batch["dssp3"]) * resolved) + jnp.sum(ce(out["dssp8"], batch["dssp8"]) * resolved)
-            ) / jnp.maximum(jnp.sum(resolved), 1) + jnp.sum(ce(out["disorder"], batch["disorder"]) * batch["mask"]
-                                                             ) / jnp.maximum(jnp.sum(batch["mask"]), 1)
-    return loss, out
+    return {"structure": jnp.sum((ce(out["dssp3"], batch["dssp3"]) + ce(out["dssp8"], batch["dssp8"])) * resolved),
+            "resolved": jnp.sum(resolved),
+            "disorder": jnp.sum(ce(out["disorder"], batch["disorder"]) * batch["mask"]),
+            "residues": jnp.sum(batch["mask"])}
+
+
+def loss_from_terms(terms: dict):
+    """The loss of the training objective and of validation: cross entropy per resolved residue of DSSP3 + DSSP8,
+    plus per residue of disorder."""
+    return (terms["structure"] / jnp.maximum(terms["resolved"], 1)
+            + terms["disorder"] / jnp.maximum(terms["residues"], 1))
+
+
+def add_terms(totals: dict, terms: dict) -> dict:
+    """Running sums of :func:`loss_terms` (as Python floats) over batches."""
+    return {k: totals.get(k, 0.0) + float(v) for k, v in terms.items()}
+
+
+def loss_fn(params, head, batch, rng, train: bool):
+    """``(loss of the batch, (outputs, loss terms))``; see :func:`loss_from_terms`."""
+    out = head.apply({"params": params}, batch["x"], batch["mask"], train=train,
+                     rngs={"dropout": rng} if train else {})
+    terms = loss_terms(out, batch)
+    return loss_from_terms(terms), (out, terms)
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,29 +141,29 @@ def train_residue_head(features: Sequence[np.ndarray], records: Sequence[dataset
     va_f, va_r = [features[i] for i in val_idx], [records[i] for i in val_idx]
     key = jax.random.key(config.seed)
     init_key, key = jax.random.split(key)
-    params = head.init(init_key, *sample_inputs(head, features[0].shape[-1]))["params"]
+    params = jax.jit(head.init)(init_key, *sample_inputs(head, features[0].shape[-1]))["params"]  # one compile
     optimizer = optax.adam(config.learning_rate)
-    opt_state = optimizer.init(params)
+    opt_state = jax.jit(optimizer.init)(params)
 
     @jax.jit
     def step(params, opt_state, batch, rng):
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, head, batch, rng, True)
+        (_, (_, terms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, head, batch, rng, True)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        return optax.apply_updates(params, updates), opt_state, terms
 
     rng = np.random.default_rng(config.seed)
     history, best_params, stopper = [], params, EarlyStopping(config.patience)
     for epoch in range(1, config.max_epochs + 1):
-        losses = []
+        totals: dict = {}
         for _, batch in batches(tr_f, tr_r, config.batch_size, rng):
             key, sub = jax.random.split(key)
-            params, opt_state, loss = step(params, opt_state, batch, sub)
-            losses.append(float(loss))
+            params, opt_state, terms = step(params, opt_state, batch, sub)
+            totals = add_terms(totals, terms)
         val = evaluate_residue_head(params, head, va_f, va_r, n_boot=0)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val["loss"],
+        history.append({"epoch": epoch, "train_loss": float(loss_from_terms(totals)), "val_loss": val["loss"],
                         "val_q3": val["dssp3"]["accuracy"], "val_q8": val["dssp8"]["accuracy"]})
         if progress:
-            print(f"[epoch {epoch}] train_loss={history[-1]['train_loss']:.4f} val_loss={val['loss']:.4f} "
+            print(f"[epoch {epoch}] {LOSS_NAME} train={history[-1]['train_loss']:.4f} val={val['loss']:.4f} "
                   f"val_Q3={val['dssp3']['accuracy']:.4f} val_Q8={val['dssp8']['accuracy']:.4f}", flush=True)
         if stopper.update(val["dssp3"]["accuracy"]):
             best_params = params
@@ -162,16 +190,29 @@ def predict_residue_head(params, head, features: Sequence[np.ndarray], lengths: 
     return out
 
 
-def evaluate_residue_head(params, head, features, records, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Q3/Q8 (with MCC, per-class figures, confusion, bootstrap SE) over the scored residues, and the loss."""
-    probs = predict_residue_head(params, head, features, [len(r.sequence) for r in records])
+@functools.partial(jax.jit, static_argnums=1)
+def _eval_step(params, head, batch):
+    """``(predicted DSSP3/DSSP8 classes [batch, length], loss terms)`` without dropout."""
+    _, (out, terms) = loss_fn(params, head, batch, None, False)
+    return {k: jnp.argmax(out[k], -1) for k in ("dssp3", "dssp8")}, terms
+
+
+def evaluate_residue_head(params, head, features, records, n_boot: int = 1000, seed: int = 0,
+                          batch_size: int = 64) -> dict:
+    """Q3/Q8 (with MCC, per-class figures, confusion, bootstrap SE) over the scored residues, and the loss
+    (the training objective's, :func:`loss_from_terms`, over all these chains)."""
+    predicted: list = [None] * len(records)
+    totals: dict = {}
+    for idx, batch in batches(features, records, batch_size):
+        classes, terms = jax.device_get(_eval_step(params, head, batch))
+        totals = add_terms(totals, terms)
+        for j, i in enumerate(idx):
+            predicted[i] = {k: v[j, :len(records[i].sequence)] for k, v in classes.items()}
     out = {}
     for name, labels in (("dssp3", datasets.DSSP3), ("dssp8", datasets.DSSP8)):
-        chains = [(getattr(r, name), p[name].argmax(-1), r.evaluate) for r, p in zip(records, probs)]
+        chains = [(getattr(r, name), p[name], r.evaluate) for r, p in zip(records, predicted)]
         out[name] = metrics.residue_scores(chains, list(labels), n_boot=max(n_boot, 2), seed=seed)
-    nll = [-np.log(np.maximum(p["dssp3"][np.arange(len(r.sequence)), r.dssp3], 1e-9))[r.resolved]
-           for r, p in zip(records, probs)]
-    out["loss"] = float(np.mean(np.concatenate(nll)))
+    out["loss"] = float(loss_from_terms(totals))
     return out
 
 
@@ -199,7 +240,7 @@ def load_head(out_dir, head, input_dim: int):
     path = pathlib.Path(out_dir) / "head.msgpack"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained head here (train one with prottrans-jax heads train)")
-    template = head.init(jax.random.key(0), *sample_inputs(head, input_dim))
+    template = jax.eval_shape(lambda: head.init(jax.random.key(0), *sample_inputs(head, input_dim)))  # no compiling
     if "batch_stats" not in template:
         template = template["params"]  # per-residue heads are saved as their params alone
     return serialization.from_bytes(template, path.read_bytes())
