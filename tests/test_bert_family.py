@@ -10,8 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402  (a test requirement: a broken install fails, never skips)
+import transformers  # noqa: E402
+
+from hf_loading import load_clean  # noqa: E402
 
 from prottrans_jax import alphabet  # noqa: E402
 from prottrans_jax.hf import encoder_maps as em  # noqa: E402
@@ -134,7 +136,7 @@ def test_export_bf16_and_encoder_only(saved_models, protein_batch, tmp_path):
     family, config, params = em.import_hf(path, family="BertModel")
     assert family == "BertModel" and "predictions" not in params
     em.export_hf("BertForMaskedLM", *em.import_hf(path)[1:], tmp_path / "bf16", dtype="bfloat16")
-    loaded = transformers.BertForMaskedLM.from_pretrained(tmp_path / "bf16").eval()
+    loaded = load_clean(transformers.BertForMaskedLM, tmp_path / "bf16")
     assert loaded.bert.embeddings.word_embeddings.weight.dtype == torch.bfloat16
     with torch.no_grad():
         hf_last = model.bert(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask))

@@ -9,8 +9,10 @@ import h5py
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402  (a test requirement: a broken install fails, never skips)
+import transformers  # noqa: E402
+
+from hf_loading import load_clean  # noqa: E402
 
 from model_dirs import random_params, write_fasta, write_model_dir  # noqa: E402
 from proteins import read_proteins  # noqa: E402
@@ -34,7 +36,11 @@ def hf_hidden_states(model_dir, family, seqs, dtype=torch.float32):
     """The ProtTrans way: the HF tokenizer on space-separated residues, the HF encoder, all hidden states."""
     tok_cls = transformers.T5Tokenizer if family == "t5" else transformers.BertTokenizer
     tokenizer = tok_cls.from_pretrained(model_dir)
-    model = getattr(transformers, HF_ENCODER[family]).from_pretrained(model_dir, dtype=dtype).eval()
+    model, info = getattr(transformers, HF_ENCODER[family]).from_pretrained(model_dir, dtype=dtype,
+                                                                          output_loading_info=True)
+    # A full folder has extra head keys; a *ForMaskedLM has no pooler, which hidden states never use.
+    assert not [k for k in info["missing_keys"] if not k.startswith("pooler.")] and not info["mismatched_keys"], info
+    model.eval()
     batch = tokenizer([alphabet.space_separated(s) for s in seqs], padding=True, return_tensors="pt")
     with torch.no_grad():
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
@@ -49,9 +55,9 @@ def test_export_loads_in_transformers_and_embeds_as_we_do(family, tmp_path, sequ
     assert "from_pretrained" in capsys.readouterr().out
     hf_config = json.loads((out / "config.json").read_text())
     assert hf_config["architectures"] == [HF_FULL[family]]
-    getattr(transformers, HF_FULL[family]).from_pretrained(out)  # the full model loads too
+    load_clean(getattr(transformers, HF_FULL[family]), out)  # the full model loads too, every tensor used
     if family == "electra":
-        transformers.ElectraForMaskedLM.from_pretrained(out / "generator")
+        _electra_logits_match_transformers(run, out, list(sequences.values()))
 
     seqs = list(sequences.values())
     hidden, ids = hf_hidden_states(out, family, seqs)
@@ -138,7 +144,7 @@ def test_t5x_checkpoint_exports(tmp_path):
     assert loaded.step == 3 and loaded.architecture == "T5ForConditionalGeneration"
     (model_dir / "config.gin").write_text("MODEL_CONFIG_NAME = 'prot_t5_tiny'\n")
     out = _export(model_dir, tmp_path / "hf")
-    hf = transformers.T5ForConditionalGeneration.from_pretrained(out)
+    hf = load_clean(transformers.T5ForConditionalGeneration, out)
     np.testing.assert_array_equal(hf.shared.weight.detach().numpy(), params["token_embedder"]["embedding"])
     np.testing.assert_array_equal(hf.lm_head.weight.detach().numpy(), params["decoder"]["logits_dense"]["kernel"].T)
 
@@ -194,3 +200,22 @@ def test_relative_paths_work(tmp_path, monkeypatch, sequences):
     assert cli.main(["embed", "--model", "run", "--fasta", "in.fa", "--out", "e.h5", "--no-progress"]) == 0
     assert cli.main(["import-hf", "--hf", "hf", "--out", "imported"]) == 0
     assert model_io.load_model("imported").architecture == "T5ForConditionalGeneration"
+
+
+def _electra_logits_match_transformers(run, out, seqs):
+    """Both halves of our ELECTRA pair give transformers' logits: generator MLM and discriminator."""
+    model = model_io.load_model(run)
+    module = configs.build_model(model.config)
+    tokenizer = transformers.BertTokenizer.from_pretrained(out)
+    batch = tokenizer([alphabet.space_separated(s) for s in seqs], padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"].numpy(), batch["attention_mask"].numpy()
+    gen, disc = module.apply({"params": model.params}, ids, attention_mask=mask)  # [b, l, vocab], [b, l]
+    hf_gen = load_clean(transformers.ElectraForMaskedLM, out / "generator")
+    hf_disc = load_clean(transformers.ElectraForPreTraining, out)
+    with torch.no_grad():
+        want_gen = hf_gen(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy()
+        want_disc = hf_disc(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.numpy()
+    real = mask.astype(bool)
+    assert np.abs(want_gen).max() > 0.1  # random weights give logits far from zero: a real comparison
+    np.testing.assert_allclose(np.asarray(gen)[real], want_gen[real], atol=TOL, rtol=0)
+    np.testing.assert_allclose(np.asarray(disc)[real], want_disc[real], atol=TOL, rtol=0)

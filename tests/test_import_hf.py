@@ -6,8 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402  (a test requirement: a broken install fails, never skips)
+import transformers  # noqa: E402
+
+from hf_loading import load_clean  # noqa: E402
 
 import prottrans_jax_tasks  # noqa: E402
 from model_dirs import write_model_dir  # noqa: E402
@@ -58,7 +60,7 @@ def test_trainer_checkpoint_round_trips_through_transformers(tmp_path, real_task
     assert cli.main(["export-hf", "--checkpoint", str(run), "--out", str(hf1)]) == 0
 
     # transformers gives our logits on real proteins, then saves the model its own way.
-    hf = transformers.T5ForConditionalGeneration.from_pretrained(hf1).eval()
+    hf = load_clean(transformers.T5ForConditionalGeneration, hf1)
     enc, dec_in, target = _batch(demo_corpus)
     with torch.no_grad():
         ref = hf(input_ids=torch.tensor(enc, dtype=torch.long), attention_mask=torch.tensor(enc > 0),

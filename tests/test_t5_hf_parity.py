@@ -10,8 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402  (a test requirement: a broken install fails, never skips)
+import transformers  # noqa: E402
+
+from hf_loading import load_clean  # noqa: E402
 
 from prottrans_jax import alphabet  # noqa: E402
 from prottrans_jax.hf.common import CheckpointError  # noqa: E402
@@ -161,7 +163,7 @@ def test_export_loads_in_transformers_and_matches(hf_case, batch, tmp_path):
     out = export_t5(config, params, tmp_path / "full")
     written = json.loads((out / "config.json").read_text())
     assert written["tie_word_embeddings"] is config.tie_word_embeddings
-    loaded = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
+    loaded = load_clean(transformers.T5ForConditionalGeneration, out)
     tied_now = loaded.lm_head.weight.data_ptr() == loaded.shared.weight.data_ptr()
     if config.tie_word_embeddings:
         assert torch.equal(loaded.lm_head.weight, loaded.shared.weight)
@@ -200,7 +202,7 @@ def test_tie_trap_load_state_dict_ties_but_from_pretrained_does_not(tmp_path, ba
     naive.load_state_dict(load_file(out / "model.safetensors"), strict=False)
     wrong = hf_forward(naive, enc, dec_in, target)["logits"]
     assert max_diff(wrong, ref["logits"], target > 0) > 1e-2  # the trap is real
-    right = hf_forward(transformers.T5ForConditionalGeneration.from_pretrained(out).eval(), enc, dec_in, target)
+    right = hf_forward(load_clean(transformers.T5ForConditionalGeneration, out), enc, dec_in, target)
     assert max_diff(right["logits"], ref["logits"], target > 0) < TOL
 
 
@@ -292,7 +294,7 @@ def test_bfloat16_export(tmp_path, relu_case):
     config, params = import_t5(path)
     out = export_t5(config, params, tmp_path / "bf16", dtype="bfloat16")
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
-    loaded = transformers.T5ForConditionalGeneration.from_pretrained(out, dtype=torch.float32)
+    loaded = load_clean(transformers.T5ForConditionalGeneration, out, dtype=torch.float32)
     rounded = params["token_embedder"]["embedding"].astype(ml_dtypes.bfloat16).astype(np.float32)
     np.testing.assert_array_equal(loaded.shared.weight.detach().numpy(), rounded)
     _, again = import_t5(out)
