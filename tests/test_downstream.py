@@ -211,7 +211,14 @@ def test_heads_on_language_model_embeddings(tmp_path, shared_data, capsys):
                      str(tmp_path / "ts.h5"), "--per-residue", "--no-progress"]) == 0
     assert cli.main(["heads", "train", "--task", "secondary-structure", "--data", str(ss_data), "--features",
                      f"h5:{tmp_path / 'ts.h5'}", "--epochs", "1", "--out", str(tmp_path / "ss")]) == 0
-    assert json.loads((tmp_path / "ss" / "head.json").read_text())["input_dim"] == 32
+    info = json.loads((tmp_path / "ss" / "head.json").read_text())
+    assert info["input_dim"] == 32
+    # The embed file's record of the model's weights travels into the head (what predict --model checks).
+    from prottrans_jax import model_io
+    from prottrans_jax.downstream import provenance
+
+    fingerprint = provenance.model_fingerprint(model_io.load_model(tmp_path / "lm"))
+    assert (info["provenance"]["features"], info["provenance"]["model_fingerprint"]) == ("h5", fingerprint)
     capsys.readouterr()
     novel = tmp_path / "novel.fasta"
     novel.write_text(">novel\nMKVLAAGIVGLLLAW\n")

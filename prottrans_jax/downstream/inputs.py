@@ -25,10 +25,15 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
                      "model:DIR (a training directory or HF folder)")
 
 
-def features_for(spec: str, ids: Sequence[str], sequences: Sequence[str], per_residue: bool) -> list[np.ndarray]:
+def features_for(spec: str, ids: Sequence[str], sequences: Sequence[str], per_residue: bool, *, model=None,
+                 layer: int | None = None) -> list[np.ndarray]:
     """Per-residue ``[L, D]`` or per-protein ``[D]`` features of each sequence, in order.
 
     Per-protein baselines are the mean of the per-residue encoding (amino-acid composition for one-hot).
+
+    Args:
+      model: for ``model:DIR``, the model already loaded from DIR (else it is loaded).
+      layer: for ``model:DIR``, the hidden state to use (default the final output).
     """
     kind, where = parse_spec(spec)
     if kind in encodings.BASELINES:
@@ -39,7 +44,8 @@ def features_for(spec: str, ids: Sequence[str], sequences: Sequence[str], per_re
             raise ValueError(f"{where}: holds per-protein embeddings; this head needs per-residue ones "
                              "(prottrans-jax embed --per-residue)")
     else:
-        return encodings.model_features(where, sequences, per_residue=per_residue)
+        return encodings.model_features(where if model is None else model, sequences, per_residue=per_residue,
+                                        layer=layer)
     if not per_residue:
         feats = [f.mean(axis=0) if f.ndim == 2 else f for f in feats]
     return feats
