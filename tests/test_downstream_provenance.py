@@ -91,10 +91,17 @@ def test_heads_evaluate_refuses_other_features(world, tmp_path, capsys):
         err = _error(capsys)
         assert head in err and needle in err
     assert not (tmp_path / "r").exists()
-    # The shipped one-hot head (no recorded provenance: its 'features' field decides) refuses BLOSUM62.
-    assert cli.main(["heads", "evaluate", "--head", str(SHIPPED_HEAD), "--data", str(world / "ss.csv"),
-                     "--features", "blosum62", "--report", str(tmp_path / "r")]) == 2
-    assert "trained on onehot features but is given blosum62 features" in _error(capsys)
+    # A one-hot head refuses BLOSUM62 (also as 21 values per residue), and so does one from before heads
+    # recorded their provenance, by its 'features' field.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(SHIPPED_HEAD, legacy)
+    info = json.loads((legacy / "head.json").read_text())
+    del info["provenance"]
+    (legacy / "head.json").write_text(json.dumps(info))
+    for head in (SHIPPED_HEAD, legacy):
+        assert cli.main(["heads", "evaluate", "--head", str(head), "--data", str(world / "ss.csv"),
+                         "--features", "blosum62", "--report", str(tmp_path / "r")]) == 2
+        assert "trained on onehot features but is given blosum62 features" in _error(capsys)
 
 
 def test_a_one_hot_head_refuses_a_model(world, tmp_path, capsys):
