@@ -8,6 +8,7 @@ carries ``original_id``, ``length`` and ``sequence_sha1``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import pathlib
@@ -39,6 +40,10 @@ class EmbedSummary:
     @property
     def residues_per_second(self) -> float:
         return self.residues / self.seconds if self.seconds > 0 else float("nan")
+
+
+class EmbedInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`embed_fasta`, raised once what was finished is saved; ``str()`` says what and how to resume."""
 
 
 @dataclasses.dataclass
@@ -108,9 +113,12 @@ def plan_units(records: Sequence[_Record], max_length: int, policy: str, overlap
     return units, skipped, chunked
 
 
-def default_max_length(embedder, dtype_bytes: int) -> int:
-    """The longest sequence (residues) that fits in 80% of the free memory, and the model's positions."""
-    tokens = limits.max_tokens_for_memory(embedder.config, limits.available_memory_bytes(), dtype_bytes)
+def default_max_length(embedder, dtype_bytes: int, available: Optional[int] = None) -> int:
+    """The longest sequence (residues) whose :func:`limits.peak_bytes` fits in 80% of ``available`` bytes
+    (default: :func:`limits.available_memory_bytes`), and the model's positions."""
+    available = limits.available_memory_bytes() if available is None else available
+    rows = embedder.rows_per_memory(embedder.num_devices)  # a batch has at least one row per device
+    tokens = limits.max_tokens_for_memory(embedder.config, available, dtype_bytes, rows=rows)
     if embedder.max_positions:
         tokens = min(tokens, embedder.max_positions)
     return max(1, tokens - embedder.special_tokens)
@@ -137,6 +145,7 @@ def embed_fasta(
     devices: Optional[Sequence[Any]] = None,
     progress: bool = True,
     save_every_seconds: float = 30.0,
+    overwrite: bool = False,
 ) -> EmbedSummary:
     """Embeds every sequence of ``fasta_paths`` into HDF5 (see the module docstring for the layout).
 
@@ -160,52 +169,97 @@ def embed_fasta(
       devices: devices to split batches over (default all local devices).
       progress: show a progress bar.
       save_every_seconds: finished sequences are written at least this often (the most work a kill loses).
+      overwrite: start over: the existing outputs (and their parts) are removed when the first new
+        embeddings are written, instead of resumed from (or refused when they do not match).
+
+    Raises:
+      EmbedInterrupted: on Ctrl-C, after saving what was finished (its message says how much, and where).
     """
     if not (per_residue or per_protein):
         raise ValueError("nothing to write: pass --per-residue and/or --per-protein")
     if long_sequences not in LONG_POLICIES:
         raise ValueError(f"long_sequences {long_sequences!r} not in {LONG_POLICIES}")
     records = read_records(fasta_paths, full_header_ids)
-    loaded = model if isinstance(model, model_io.LoadedModel) else model_io.load_model(
-        model, step=step, config_name=config_name, family=family)
-    from prottrans_jax.embedding.encoder import Embedder
+    stores: dict[str, h5_store.EmbeddingStore] = {}
+    with _saved_on_interrupt(records, stores):
+        loaded = model if isinstance(model, model_io.LoadedModel) else model_io.load_model(
+            model, step=step, config_name=config_name, family=family)
+        from prottrans_jax.embedding.encoder import Embedder
 
-    embedder = Embedder(loaded, layer=layer, dtype=dtype, devices=devices)
-    from prottrans_jax.downstream.provenance import model_fingerprint
-
-    fingerprint = model_fingerprint(loaded)  # what downstream heads check their features against
-    if not isinstance(model, model_io.LoadedModel):
-        loaded.params = None  # the embedder holds the weights on the devices; free the host copy
-    attrs = dict(model=str(pathlib.Path(loaded.source).absolute()), architecture=loaded.architecture,
-                 step=loaded.step, layer=embedder.layer, dtype=dtype, storage_dtype=STORAGE_DTYPE[dtype],
-                 hidden_size=embedder.hidden_size, model_fingerprint=fingerprint, prottrans_jax_version=_version())
-    stores = {kind: h5_store.EmbeddingStore(path, dict(attrs, pooling=kind), flush_seconds=save_every_seconds)
-              for kind, path in output_paths(out, per_residue, per_protein).items()}
-    _check_sequences_unchanged(records, stores.values())
-    limit = max_length or default_max_length(embedder, 4 if dtype == "float32" else 2)
-    if embedder.max_positions and limit + embedder.special_tokens > embedder.max_positions:
-        raise ValueError(f"--max-length {limit}: the model has {embedder.max_positions} positions, so at most "
-                         f"{embedder.max_positions - embedder.special_tokens} residues per sequence")
-    done = h5_store.skip_done([r.name for r in records], list(stores.values()))
-    todo = [r for r in records if r.name not in done]
-    units, skipped, chunked = plan_units(todo, limit, long_sequences, min(chunk_overlap, limit // 2))
-    t0 = time.perf_counter()
-    residues, shapes = _run(embedder, todo, units, stores, max_residues_per_batch, max_sequences_per_batch, progress)
-    seconds = time.perf_counter() - t0
-    extra = {"skipped_too_long": skipped, "chunked": chunked, "max_length": limit} if (skipped or chunked) else {}
-    paths = {kind: str(store.finalize(extra)) for kind, store in stores.items()}
+        embedder = Embedder(loaded, layer=layer, dtype=dtype, devices=devices)
+        attrs = _file_attrs(loaded, embedder, dtype)
+        if not isinstance(model, model_io.LoadedModel):
+            loaded.params = None  # the embedder holds the weights on the devices; free the host copy
+        stores.update({kind: h5_store.EmbeddingStore(path, dict(attrs, pooling=kind), flush_seconds=save_every_seconds,
+                                                     overwrite=overwrite)
+                       for kind, path in output_paths(out, per_residue, per_protein).items()})
+        _check_sequences_unchanged(records, stores.values())
+        dtype_bytes = 4 if dtype == "float32" else 2
+        limit = max_length or default_max_length(embedder, dtype_bytes)
+        if embedder.max_positions and limit + embedder.special_tokens > embedder.max_positions:
+            raise ValueError(f"--max-length {limit}: the model has {embedder.max_positions} positions, so at most "
+                             f"{embedder.max_positions - embedder.special_tokens} residues per sequence")
+        done = h5_store.skip_done([r.name for r in records], list(stores.values()))
+        todo = [r for r in records if r.name not in done]
+        units, skipped, chunked = plan_units(todo, limit, long_sequences, min(chunk_overlap, limit // 2))
+        plan = plan_batches(embedder, units, limit, max_residues_per_batch, max_sequences_per_batch, dtype_bytes)
+        t0 = time.perf_counter()
+        residues, shapes = _run(embedder, todo, units, plan, stores, progress)
+        seconds = time.perf_counter() - t0
+        extra = {"skipped_too_long": skipped, "chunked": chunked, "max_length": limit} if (skipped or chunked) else {}
+        paths = {kind: str(store.finalize(extra)) for kind, store in stores.items()}
     return EmbedSummary(paths, len(todo) - len(skipped), len(done), skipped, chunked, residues, seconds, shapes)
 
 
-def _run(embedder, records, units, stores, max_tokens, max_rows, progress) -> tuple[int, int]:
-    """Embeds ``units`` batch by batch, joining windows, writing each finished record to every store."""
-    from tqdm.auto import tqdm
+def _file_attrs(loaded: model_io.LoadedModel, embedder, dtype: str) -> dict[str, Any]:
+    """What identifies a run in its files (a resumed run must agree), and its model's weight fingerprint."""
+    return dict(model=str(pathlib.Path(loaded.source).absolute()), architecture=loaded.architecture,
+                step=loaded.step, layer=embedder.layer, dtype=dtype, storage_dtype=STORAGE_DTYPE[dtype],
+                hidden_size=embedder.hidden_size, model_fingerprint=model_io.encoder_fingerprint(loaded),
+                prottrans_jax_version=_version())
 
+
+@contextlib.contextmanager
+def _saved_on_interrupt(records: Sequence[_Record], stores: dict[str, h5_store.EmbeddingStore]):
+    """Turns Ctrl-C into :class:`EmbedInterrupted`, whose message says what is saved and how to resume."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        saved = len(h5_store.skip_done([r.name for r in records], list(stores.values()))) if stores else 0
+        if not saved:
+            raise EmbedInterrupted("interrupted before any sequence was saved; run the same command again to "
+                                   "start") from None
+        where = ", ".join(str(p) for store in stores.values() for p in (store.path, store.parts_dir) if p.exists())
+        raise EmbedInterrupted(f"interrupted: {saved} of {len(records)} sequence(s) are saved (in {where}); run "
+                               "the same command again to resume from there") from None
+
+
+def plan_batches(embedder, units: Sequence[_Unit], limit: int, max_tokens: int, max_rows: int,
+                 dtype_bytes: int) -> list[batching.Batch]:
+    """Batches of ``units`` that need no more memory than one sequence of ``limit`` residues.
+
+    Buckets stop at ``limit`` (a window is never padded past the length the memory bound was taken at),
+    and a batch has no more rows than that bound allows at its padded length.
+    """
+    if not units:
+        return []
     extra = embedder.special_tokens
     lengths = [u.end - u.start + extra for u in units]
-    edges = batching.bucket_edges(max(lengths), limit=embedder.max_positions) if lengths else None
-    plan = batching.plan_batches(lengths, max_tokens=max_tokens, max_rows=max_rows,
-                                 row_multiple=embedder.num_devices, edges=edges)
+    top = limit + extra if not embedder.max_positions else min(limit + extra, embedder.max_positions)
+    edges = batching.bucket_edges(max(lengths), limit=top)
+    budget = limits.peak_bytes(embedder.config, top, dtype_bytes, embedder.rows_per_memory(embedder.num_devices))
+
+    def row_cap(padded: int) -> int:
+        return limits.max_rows_for_memory(embedder.config, padded, budget, dtype_bytes) * embedder.memory_pools
+
+    return batching.plan_batches(lengths, max_tokens=max_tokens, max_rows=max_rows, row_multiple=embedder.num_devices,
+                                 edges=edges, row_cap=row_cap)
+
+
+def _run(embedder, records, units, plan, stores, progress) -> tuple[int, int]:
+    """Embeds ``units`` batch by batch (``plan``), joining windows, writing each finished record to every store."""
+    from tqdm.auto import tqdm
+
     need_residues = "per_residue" in stores
     pieces: dict[int, list[tuple[_Unit, np.ndarray]]] = {}
     windows_left = {}

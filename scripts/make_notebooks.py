@@ -61,7 +61,8 @@ info.update(task="secondary-structure", head_name="cnn", features=f"h5:{work / '
 (work / "ss_head" / "head.json").write_text(json.dumps(info))
 history[-1]'''),
         ("md", "## Predict"),
-        ("code", '''paths = predict.predict_fasta(query, [str(work / "ss_head")], work / "prediction", model=MODEL)
+        ("code", '''paths = predict.predict_fasta(query, [str(work / "ss_head")], work / "prediction", model=MODEL,
+                              overwrite=True)  # re-running the cell replaces the prediction
 result = json.loads(paths["json"].read_text())
 for name, r in result.items():
     print(name)

@@ -3,7 +3,6 @@ a head is given the same features it was trained on."""
 
 from __future__ import annotations
 
-import hashlib
 import pathlib
 from typing import Any, Optional
 
@@ -11,36 +10,14 @@ import numpy as np
 
 from prottrans_jax.downstream import encodings, inputs
 
-SAMPLE_VALUES = 4096  # values hashed per tensor (strided over the whole tensor)
 LANGUAGE_MODEL_KINDS = ("model", "h5")  # embedded now, or read from an embed file
 
 
 def model_fingerprint(loaded) -> str:
-    """A digest of the embedding encoder's weights (``model_io.LoadedModel`` in; hex string out).
-
-    SHA-256 over every encoder tensor's name, shape, dtype and a strided sample of up to
-    :data:`SAMPLE_VALUES` of its values: a retrained, fine-tuned or LoRA-merged encoder gets a new
-    fingerprint, while the same weights read from a training directory, a HF export or an
-    encoder-only export get the same one. Reads a few thousand values per tensor, so it takes well
-    under a second on a 1.2 B-parameter model.
-    """
+    """A digest of the embedding encoder's weights: :func:`prottrans_jax.model_io.encoder_fingerprint`."""
     from prottrans_jax import model_io
 
-    return _digest(model_io.encoder_of(loaded)[2])
-
-
-def _digest(params: dict) -> str:
-    from flax import traverse_util
-
-    h = hashlib.sha256()
-    for name, x in sorted(traverse_util.flatten_dict(params, sep="/").items()):
-        shape = tuple(np.shape(x))
-        h.update(f"{name}|{shape}|{np.dtype(x.dtype).name}|".encode())
-        size = int(np.prod(shape))
-        flat = np.arange(0, size, max(1, -(-size // SAMPLE_VALUES)))  # strided positions [<= SAMPLE_VALUES]
-        sample = np.asarray(x[np.unravel_index(flat, shape)] if shape else np.reshape(x, (1,)))
-        h.update(np.ascontiguousarray(sample).tobytes())
-    return h.hexdigest()
+    return model_io.encoder_fingerprint(loaded)
 
 
 def features_provenance(spec: str, model=None, *, per_residue: Optional[bool] = None,
@@ -69,7 +46,7 @@ def features_provenance(spec: str, model=None, *, per_residue: Optional[bool] = 
 
     loaded = model if model is not None else model_io.load_model(where)
     _, config, params = model_io.encoder_of(loaded)
-    return {"features": "model", "model_fingerprint": _digest(params), "architecture": loaded.architecture,
+    return {"features": "model", "model_fingerprint": model_io.params_fingerprint(params), "architecture": loaded.architecture,
             "layer": encoder.resolve_layer(layer, config), "pooling": _pooling(per_residue is not False),
             "hidden_size": int(getattr(config, "d_model", None) or config.hidden_size),
             "source": str(pathlib.Path(loaded.source).absolute())}
