@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from prottrans_jax import compile_cache
+
 
 DESCRIPTION = """\
 ProtTrans-style protein language models in JAX: pretraining, HuggingFace interchange, embeddings and
@@ -154,13 +156,19 @@ def _cmd_embed(args) -> int:
     from prottrans_jax import embed
 
     per_residue, per_protein = args.per_residue, args.per_protein or not args.per_residue
-    summary = embed.embed_fasta(
-        args.model, args.fasta, args.out, per_residue=per_residue, per_protein=per_protein, layer=args.layer,
-        dtype=args.dtype, max_residues_per_batch=args.max_residues_per_batch,
-        max_sequences_per_batch=args.max_sequences_per_batch, max_length=args.max_length,
-        long_sequences=args.long_sequences, chunk_overlap=args.chunk_overlap, step=args.step,
-        config_name=args.config, family=args.family, full_header_ids=args.full_header_ids,
-        progress=not args.no_progress, save_every_seconds=args.save_every)
+    try:
+        summary = embed.embed_fasta(
+            args.model, args.fasta, args.out, per_residue=per_residue, per_protein=per_protein, layer=args.layer,
+            dtype=args.dtype, max_residues_per_batch=args.max_residues_per_batch,
+            max_sequences_per_batch=args.max_sequences_per_batch, max_length=args.max_length,
+            long_sequences=args.long_sequences, chunk_overlap=args.chunk_overlap, step=args.step,
+            config_name=args.config, family=args.family, full_header_ids=args.full_header_ids,
+            progress=not args.no_progress, save_every_seconds=args.save_every, overwrite=args.overwrite)
+    except KeyboardInterrupt as e:  # Ctrl-C: what is saved and how to resume, in one line; the shell's 130
+        said = e if isinstance(e, embed.EmbedInterrupted) else "interrupted before embedding began; run the same " \
+            "command again to start"
+        print(f"prottrans-jax embed: {said}", file=sys.stderr)
+        return 130
     rate = f" at {summary.residues_per_second:,.0f} residues/s" if summary.residues else ""
     print(f"embedded {summary.embedded} sequence(s) ({summary.already_done} already done){rate} -> "
           f"{', '.join(summary.outputs.values())}")
@@ -270,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-residues-per-batch", type=int, default=4000, help="padded tokens per batch")
     p.add_argument("--max-sequences-per-batch", type=int, default=100, help="sequences per batch at most")
     p.add_argument("--max-length", type=int, default=None,
-                   help="longest sequence embedded whole (default: what 80%% of the free memory holds)")
+                   help="longest sequence embedded whole (default: what 80%% of the free memory holds; "
+                        "$PROTTRANS_JAX_AVAILABLE_MEMORY_BYTES, if set, is taken as the free memory)")
     p.add_argument("--long-sequences", default="error", choices=("error", "skip", "chunk"),
                    help="longer sequences: refuse the run (default), leave them out, or embed overlapping windows")
     p.add_argument("--chunk-overlap", type=int, default=256, help="residues shared by neighbouring windows")
@@ -279,7 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=float, default=30.0,
                    help="seconds between writes of finished sequences (the most work a kill loses)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over: the existing --out (and its .parts) is replaced once the first new embeddings "
+                        "are written; without it a re-run resumes, and an output of another model, setting or "
+                        "sequence is refused")
     _add_model_args(p, "model")
+    compile_cache.add_arguments(p)
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("predict", help="secondary structure, location and membrane for a FASTA (TSV + JSON)")
@@ -288,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="the embedding model the heads were trained on (not for onehot)")
     p.add_argument("--out", required=True, help="output prefix: <out>.residues.tsv, <out>.proteins.tsv, <out>.json")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier run")
+    compile_cache.add_arguments(p)
     p.set_defaults(func=_cmd_predict)
 
     from prottrans_jax.downstream import finetune_cli, heads_cli
@@ -318,6 +333,7 @@ def main(argv=None) -> int:
 
     with native_logs.quiet_native_startup():
         try:
+            compile_cache.configure(args)
             return args.func(args, extra) if getattr(args, "passthrough", False) else args.func(args)
         except (ValueError, FileNotFoundError, OSError) as e:
             # User-caused errors (bad FASTA, missing path, unknown task) get one clear line, no traceback.

@@ -1,7 +1,10 @@
 """Test set-up: 8 fake CPU devices (before jax is imported) and paths to the shared real data."""
 
+import atexit
 import os
 import pathlib
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -9,6 +12,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# CLI runs cache their compilations in a folder of this session, not in the user's ~/.cache/prottrans_jax/xla.
+if not os.environ.get("PROTTRANS_JAX_COMPILE_CACHE"):
+    os.environ["PROTTRANS_JAX_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="prottrans_jax_xla_")
+    atexit.register(shutil.rmtree, os.environ["PROTTRANS_JAX_COMPILE_CACHE"], ignore_errors=True)
 
 import pytest  # noqa: E402
 

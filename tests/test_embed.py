@@ -14,27 +14,10 @@ import jax
 import numpy as np
 import pytest
 
+from embed_fixtures import proteins, read_h5 as _read, t5_run  # noqa: F401 (fixtures)
 from model_dirs import write_fasta, write_model_dir
-from proteins import read_proteins
 from prottrans_jax import cli, embed, model_io
 from prottrans_jax.embedding import batching, h5_store, limits
-
-
-@pytest.fixture(scope="module")
-def t5_run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("t5") / "run"
-    write_model_dir(path, "t5")
-    return path
-
-
-@pytest.fixture(scope="module")
-def proteins(demo_corpus):
-    return read_proteins(demo_corpus, 400)
-
-
-def _read(path):
-    with h5py.File(path) as f:
-        return {k: f[k][()] for k in f}, dict(f.attrs), {k: dict(f[k].attrs) for k in f}
 
 
 # -- batching ------------------------------------------------------------------------------
@@ -120,7 +103,8 @@ def test_bert_family_drops_cls_and_sep(tmp_path, proteins):
 def test_a_5000_residue_protein_is_embedded(t5_run, proteins, tmp_path):
     long_seq = "".join(proteins)[:5000]
     summary = embed.embed_fasta(t5_run, write_fasta(tmp_path / "in.fa", {"titin_like": long_seq}),
-                                tmp_path / "o.h5", per_residue=True, per_protein=False, progress=False)
+                                tmp_path / "o.h5", per_residue=True, per_protein=False, progress=False,
+                                devices=jax.local_devices()[:1])  # 8 fake CPU devices would mean 8 rows in RAM
     out = _read(summary.outputs["per_residue"])[0]["titin_like"]
     assert out.shape == (5000, 32) and np.isfinite(out).all()
 

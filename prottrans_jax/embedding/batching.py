@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 
 def bucket_edges(max_length: int, step: int = 32, linear_until: int = 512, growth: float = 1.125,
@@ -44,14 +44,16 @@ class Batch:
     rows: int
 
 
-def rows_for(padded_length: int, max_tokens: int, max_rows: int, row_multiple: int) -> int:
-    """Rows of a batch of ``padded_length``: within ``max_tokens`` and ``max_rows``, a multiple of ``row_multiple``."""
-    rows = max(1, min(max_rows, max_tokens // padded_length))
+def rows_for(padded_length: int, max_tokens: int, max_rows: int, row_multiple: int,
+             row_cap: Optional[Callable[[int], int]] = None) -> int:
+    """Rows of a batch of ``padded_length``: within ``max_tokens``, ``max_rows`` and ``row_cap(padded_length)``
+    (the memory bound), a multiple of ``row_multiple`` (at least one per device)."""
+    rows = max(1, min(max_rows, max_tokens // padded_length, row_cap(padded_length) if row_cap else max_rows))
     return max(row_multiple, rows // row_multiple * row_multiple)
 
 
 def plan_batches(token_lengths: Sequence[int], *, max_tokens: int, max_rows: int = 100, row_multiple: int = 1,
-                 edges: Sequence[int] | None = None) -> list[Batch]:
+                 edges: Sequence[int] | None = None, row_cap: Optional[Callable[[int], int]] = None) -> list[Batch]:
     """Groups sequences into batches, longest first (as ProtTrans' embedder sorts).
 
     A batch starts with the longest sequence left, is padded to that sequence's bucket, and takes the
@@ -64,6 +66,7 @@ def plan_batches(token_lengths: Sequence[int], *, max_tokens: int, max_rows: int
       max_rows: sequences per batch at most.
       row_multiple: rows must divide evenly over this many devices.
       edges: bucket lengths (default :func:`bucket_edges` up to the longest sequence).
+      row_cap: most rows a batch of a given padded length may have (memory), if any.
     """
     if not token_lengths:
         return []
@@ -72,7 +75,7 @@ def plan_batches(token_lengths: Sequence[int], *, max_tokens: int, max_rows: int
     batches, start = [], 0
     while start < len(order):
         padded = bucket_of(token_lengths[order[start]], edges)
-        rows = rows_for(padded, max_tokens, max_rows, row_multiple)
+        rows = rows_for(padded, max_tokens, max_rows, row_multiple, row_cap)
         batches.append(Batch(tuple(order[start:start + rows]), padded, rows))
         start += rows
     return batches

@@ -93,6 +93,7 @@ class Embedder:
       layer: the hidden-state index returned (see :func:`resolve_layer`).
       dtype: compute dtype name.
       num_devices: devices each batch is split over (rows must be a multiple of it).
+      memory_pools: memories those devices hold rows in (1 on CPU, where they share the host's RAM).
     """
 
     def __init__(self, model: model_io.LoadedModel, *, layer: Optional[int] = None, dtype: str = "float32",
@@ -111,6 +112,7 @@ class Embedder:
         self.module = configs.build_model(config, encoder_only=True)
         devices = list(devices or jax.local_devices())
         self.num_devices = len(devices)
+        self.memory_pools = 1 if devices[0].platform == "cpu" else len(devices)
         self.mesh = partitioning.make_mesh({"data": len(devices)}, devices)
         shardings = partitioning.params_shardings(self.module, self.mesh, "data")
         cast = jax.tree_util.tree_map(lambda v: np.asarray(v, config.param_dtype), params)
@@ -123,6 +125,10 @@ class Embedder:
     def special_tokens(self) -> int:
         """Tokens added around each sequence (dropped from the embeddings)."""
         return self.scheme.extra
+
+    def rows_per_memory(self, rows: int) -> int:
+        """Rows of a ``rows``-row batch that one memory holds (see :func:`limits.peak_bytes`)."""
+        return -(-rows // self.memory_pools)
 
     def _compiled(self):
         if self._fn is None:

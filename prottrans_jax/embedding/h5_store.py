@@ -42,18 +42,22 @@ class EmbeddingStore:
       attrs: file attributes identifying the run (model, architecture, step, layer, dtype,
         storage_dtype, pooling); an existing output with other values is refused.
       flush_bytes, flush_seconds: a part file is written when the buffer holds this much or is this old.
+      overwrite: start over: ignore an existing output and its parts, and remove them when the first
+        part is written (a run that fails before writing leaves them as they were).
     """
 
     def __init__(self, path: str | pathlib.Path, attrs: Mapping[str, Any], flush_bytes: int = 64 << 20,
-                 flush_seconds: float = 30.0):
+                 flush_seconds: float = 30.0, overwrite: bool = False):
         self.path = pathlib.Path(path).absolute()
         self.parts_dir = self.path.with_name(self.path.name + ".parts")
         self.attrs = {k: _attr_value(v) for k, v in attrs.items()}
         self.flush_bytes, self.flush_seconds = flush_bytes, flush_seconds
         self._buffer: list[tuple[str, np.ndarray, dict]] = []
         self._buffer_bytes, self._last_flush = 0, time.monotonic()
-        self._check_existing()
-        self.done = self._existing_names()
+        self._start_over = overwrite
+        if not overwrite:
+            self._check_existing()
+        self.done = {} if overwrite else self._existing_names()
 
     # -- resume -------------------------------------------------------------------------
     def _check_existing(self) -> None:
@@ -110,6 +114,7 @@ class EmbeddingStore:
 
         if not self._buffer:
             return
+        self._remove_old_outputs()
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         run_file = self.parts_dir / RUN_FILE
         if not run_file.exists():
@@ -127,11 +132,19 @@ class EmbeddingStore:
             self.done[name] = str(attrs.get("sequence_sha1", ""))
         self._buffer, self._buffer_bytes, self._last_flush = [], 0, time.monotonic()
 
+    def _remove_old_outputs(self) -> None:
+        """With ``overwrite``: the earlier output and parts go, once (just before this run's first write)."""
+        if self._start_over:
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+            self.path.unlink(missing_ok=True)
+            self._start_over = False
+
     def finalize(self, extra_attrs: Optional[Mapping[str, Any]] = None) -> pathlib.Path:
         """Merges everything into ``path`` (replaced in one rename) and removes the parts."""
         import h5py
 
         self.flush()
+        self._remove_old_outputs()
         parts = self._part_files()
         if not parts and self.path.exists() and not extra_attrs:
             return self.path

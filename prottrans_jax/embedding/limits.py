@@ -3,19 +3,43 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Optional
 
 import jax
 
-# Per head and token pair: f32 scores, the biased scores, probabilities and a spare. ProtT5-XL's encoder on
-# 5,000 residues peaked at 18.0 GiB on CPU with its 4.8 GB of weights (scripts/check_long_sequence.py):
-# ~13 GB of activations, which this estimate (13.6 GB) covers.
-_ATTENTION_COPIES = 4
+AVAILABLE_MEMORY_ENV = "PROTTRANS_JAX_AVAILABLE_MEMORY_BYTES"  # overrides the free-memory figure (tests, shared hosts)
+
+# Peak memory of one row (sequence) of L tokens, measured with scripts/check_long_sequence.py --sweep on
+# CPU (VmHWM minus the RSS before the call, compilation included; 2026-12-02): XLA keeps ~4.05-4.1 float32
+# [L, L] score tensors per head live for T5 (the stack's combined position+mask bias, logits, exp and
+# probabilities) and ~5.05-5.1 for the BERT family (its mask bias is broadcast per head in every layer),
+# whatever the width; bfloat16/float16 peak no higher. A 1-head T5 shows the head-independent [L, L]
+# pieces (mask, position index): ~0.3 of a tensor. The bound takes 4.5 / 5.5 per head plus 2 shared (10%
+# over the measurement). ProtT5-XL's encoder (32 heads) on 5,000 residues peaked at 18.0 GiB with its
+# 4.8 GB of weights (BENCHMARKS.md): ~14.5 GB of activations, which this bound (15.4 GB) covers.
+_SCORES_PER_HEAD = {"t5": 4.5, "bert": 5.5}
+_SCORES_SHARED = 2
 _ACTIVATION_COPIES = 8  # per token: residual, normed input, q/k/v/out and the feed-forward's two
+_FIXED_BYTES = 64 << 20  # XLA's runtime, compilation, output and HDF5 buffers (~20 MB measured)
 
 
 def available_memory_bytes(device: Optional[Any] = None) -> int:
-    """Free memory of an accelerator (its allocator's limit minus use), or the host's available RAM."""
+    """Free memory: ``$PROTTRANS_JAX_AVAILABLE_MEMORY_BYTES`` if set, else an accelerator's (its allocator's
+    limit minus use) or the host's available RAM.
+
+    Raises:
+      ValueError: when the environment variable is not a positive integer.
+    """
+    if os.environ.get(AVAILABLE_MEMORY_ENV):
+        value = os.environ[AVAILABLE_MEMORY_ENV]
+        try:
+            parsed = int(float(value))
+        except ValueError:
+            parsed = 0
+        if parsed <= 0:
+            raise ValueError(f"${AVAILABLE_MEMORY_ENV}={value!r}: give the free memory in bytes, e.g. 2000000000")
+        return parsed
     device = device or jax.local_devices()[0]
     if device.platform != "cpu":
         stats = device.memory_stats() or {}
@@ -31,25 +55,47 @@ def available_memory_bytes(device: Optional[Any] = None) -> int:
     return 8 << 30  # unknown platform: assume a modest 8 GiB
 
 
-def peak_bytes(config: Any, tokens: int, dtype_bytes: int = 4) -> int:
-    """A deliberately generous estimate of one sequence's activation memory in the encoder."""
-    heads = getattr(config, "num_heads")
+def _family(config: Any) -> str:
+    return "t5" if hasattr(config, "d_model") else "bert"
+
+
+def _row_bytes(config: Any, tokens: int, dtype_bytes: int) -> int:
+    """Peak activation bytes of one row of ``tokens`` (scores are float32 whatever the compute dtype)."""
     width = getattr(config, "d_model", None) or config.hidden_size
     ff = getattr(config, "d_ff", None) or config.intermediate_size
-    quadratic = _ATTENTION_COPIES * heads * tokens * tokens * 4
-    linear = tokens * (_ACTIVATION_COPIES * width + 2 * ff) * max(dtype_bytes, 4)
-    return quadratic + linear
+    scores = _SCORES_PER_HEAD[_family(config)] * config.num_heads + _SCORES_SHARED
+    return int(4 * scores * tokens * tokens) + tokens * (_ACTIVATION_COPIES * width + 2 * ff) * max(dtype_bytes, 4)
 
 
-def max_tokens_for_memory(config: Any, available: int, dtype_bytes: int = 4, fraction: float = 0.8) -> int:
-    """The longest sequence (tokens) whose :func:`peak_bytes` fits in ``fraction`` of ``available``."""
+def peak_bytes(config: Any, tokens: int, dtype_bytes: int = 4, rows: int = 1) -> int:
+    """A bound on the memory one encoder call on ``rows`` x ``tokens`` adds to a process (weights excluded).
+
+    ``rows`` counts the rows sharing one memory (all of them on CPU, those of one device on an accelerator).
+    """
+    return _FIXED_BYTES + rows * _row_bytes(config, tokens, dtype_bytes)
+
+
+def max_tokens_for_memory(config: Any, available: int, dtype_bytes: int = 4, fraction: float = 0.8,
+                          rows: int = 1) -> int:
+    """The longest sequence (tokens, at least 1) whose :func:`peak_bytes` fits in ``fraction`` of ``available``."""
     budget = fraction * available
-    heads = config.num_heads
-    width = getattr(config, "d_model", None) or config.hidden_size
-    ff = getattr(config, "d_ff", None) or config.intermediate_size
-    a = _ATTENTION_COPIES * heads * 4
-    b = (_ACTIVATION_COPIES * width + 2 * ff) * max(dtype_bytes, 4)
-    return max(1, int((-b + math.sqrt(b * b + 4 * a * budget)) / (2 * a)))
+    fits = lambda n: peak_bytes(config, n, dtype_bytes, rows) <= budget  # noqa: E731
+    # peak_bytes = fixed + rows * (a n^2 + b n): solve, then step to the exact edge (float rounding).
+    a = (peak_bytes(config, 2, dtype_bytes, rows) - 2 * peak_bytes(config, 1, dtype_bytes, rows)
+         + _FIXED_BYTES) / 2
+    b = peak_bytes(config, 1, dtype_bytes, rows) - _FIXED_BYTES - a
+    room = max(budget - _FIXED_BYTES, 0)
+    n = max(1, int((-b + math.sqrt(b * b + 4 * a * room)) / (2 * a)))
+    while fits(n + 1):
+        n += 1
+    while n > 1 and not fits(n):
+        n -= 1
+    return n
+
+
+def max_rows_for_memory(config: Any, tokens: int, budget: int, dtype_bytes: int = 4) -> int:
+    """Rows of ``tokens`` sharing one memory whose :func:`peak_bytes` stays within ``budget`` (at least 1)."""
+    return max(1, (budget - _FIXED_BYTES) // _row_bytes(config, tokens, dtype_bytes))
 
 
 def windows(length: int, window: int, overlap: int) -> list[tuple[int, int, int, int]]:
