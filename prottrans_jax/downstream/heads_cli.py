@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import pathlib
 
+from prottrans_jax import compile_cache
+
 TASKS = ("secondary-structure", "localization")
 
 
@@ -163,6 +165,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="folder for the head, its settings and history")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out folder whole (its reports too)")
+    compile_cache.add_arguments(p)
     p.set_defaults(func=cmd_train)
     p = hs.add_parser("evaluate", help="the paper's metrics with bootstrap SEs, as a Markdown report with plots")
     p.add_argument("--head", required=True, help="a heads train --out folder")
@@ -170,6 +173,7 @@ def add_parser(sub) -> None:
     p.add_argument("--features", default=None, help="default: what the head was trained on")
     p.add_argument("--report", default=None, help="report folder (default: HEAD/report_<data>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report folder")
+    compile_cache.add_arguments(p)
     p.set_defaults(func=cmd_evaluate)
     p = hs.add_parser("fasta", help="write a data set's sequences as FASTA (ids as the heads expect) to embed them")
     p.add_argument("--task", required=True, choices=TASKS, help="which reader to use for --data")
