@@ -181,6 +181,40 @@ def test_heads_cli_train_evaluate_and_predict(tmp_path, shared_data, capsys):
         assert len(r["dssp3"]) == len(r["sequence"]) and set(r["dssp3"]) <= set("HEC")
         assert abs(sum(r["location_probabilities"].values()) - 1) < 1e-3 and r["location"] in datasets.LOCATIONS
         np.testing.assert_allclose(np.sum(r["dssp8_probabilities"], axis=1), 1, atol=1e-3)
+    _check_prediction_files_agree(query, rows, proteins, result)
+
+
+def _check_prediction_files_agree(query, rows, proteins, result):
+    """Columns by name and order; proteins in FASTA order; TSVs say what the JSON says; letters are argmaxes."""
+    fasta_ids = [line[1:].split()[0] for line in query.read_text().splitlines() if line.startswith(">")]
+    assert list(result) == fasta_ids
+    assert rows[0].split("\t") == (["id", "position", "residue", "dssp3", "p_H3", "p_E3", "p_C3", "dssp8"]
+                                   + [f"p_{c}8" for c in "GHIBESTC"] + ["p_disorder"])
+    assert proteins[0].split("\t") == (["id", "length", "location"] + [f"p_{n}" for n in datasets.LOCATIONS]
+                                       + ["membrane", "p_membrane"])
+    residue_rows = [line.split("\t") for line in rows[1:]]
+    assert [f[0] for f in residue_rows] == [rid for rid in fasta_ids for _ in result[rid]["sequence"]]
+    for rid in fasta_ids:
+        r = result[rid]
+        mine = [f for f in residue_rows if f[0] == rid]
+        assert [int(f[1]) for f in mine] == list(range(1, len(r["sequence"]) + 1))
+        assert "".join(f[2] for f in mine) == r["sequence"]
+        assert "".join(f[3] for f in mine) == r["dssp3"] and "".join(f[7] for f in mine) == r["dssp8"]
+        np.testing.assert_allclose([[float(x) for x in f[4:7]] for f in mine], r["dssp3_probabilities"], atol=1e-4)
+        np.testing.assert_allclose([float(f[16]) for f in mine], r["disorder_probability"], atol=1e-4)
+        for name, classes in (("dssp3", datasets.DSSP3), ("dssp8", datasets.DSSP8)):
+            probs = np.asarray(r[f"{name}_probabilities"])  # rounded to 4 places: ties allowed
+            chosen = probs[np.arange(len(probs)), [classes.index(c) for c in r[name]]]
+            np.testing.assert_allclose(chosen, probs.max(axis=1), atol=1e-4)
+    for line, rid in zip(proteins[1:], fasta_ids):
+        f = line.split("\t")
+        r = result[rid]
+        assert f[0] == rid and int(f[1]) == len(r["sequence"]) and f[2] == r["location"]
+        probs = dict(zip(datasets.LOCATIONS, map(float, f[3:13])))
+        assert max(probs, key=probs.get) == r["location"]
+        assert probs == pytest.approx(r["location_probabilities"], abs=1e-4)
+        assert f[13] == r["membrane"] and float(f[14]) == pytest.approx(r["membrane_probability"], abs=1e-4)
+        assert (float(f[14]) > 0.5) == (r["membrane"] == "membrane")
 
 
 def test_heads_cli_errors(tmp_path, capsys):
