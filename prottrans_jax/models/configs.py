@@ -161,3 +161,11 @@ for _name, _factory in encoder_configs.ENCODER_CONFIGS.items():
     register_config(_name, _factory)
 for _cls in (BertConfig, AlbertConfig, ElectraConfig, ElectraPretrainingConfig):
     register_model_builder(_cls, encoder_configs.build_encoder_model)
+
+# The autoregressive pair (ProtXLNet, ProtTXL) joins the same registry.
+from prottrans_jax.models import autoregressive_configs  # noqa: E402
+
+for _name, _factory in autoregressive_configs.AUTOREGRESSIVE_CONFIGS.items():
+    register_config(_name, _factory)
+for _cls in autoregressive_configs.MODEL_CONFIG_CLASSES:
+    register_model_builder(_cls, autoregressive_configs.build_autoregressive_model)
