@@ -181,3 +181,18 @@ def test_refusals_are_one_line_and_leave_outputs_alone(lora_run, inputs, tmp_pat
         assert all(n in err for n in needles), (extra, err)
         assert not (tmp_path / "new").exists()
 
+
+
+def test_ctrl_c_says_what_is_saved_and_exits_130(inputs, tmp_path, monkeypatch):
+    real = finetune_cli._epoch
+
+    def interrupted_in_epoch_2(run, epoch, *rest):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(run, epoch, *rest)
+
+    monkeypatch.setattr(finetune_cli, "_epoch", interrupted_in_epoch_2)
+    rc, _, err = _run(_lora_argv(inputs, tmp_path / "run", 2))
+    assert rc == 130 and "Traceback" not in err
+    assert f"interrupted: epochs up to 1 are saved in {tmp_path / 'run' / 'checkpoints'}" in err
+    assert "run the same command to resume" in err

@@ -253,71 +253,106 @@ def _epoch_line(task: str, h: dict) -> str:
 
 
 def cmd_finetune(args) -> int:
+    try:
+        return _finetune(args)
+    except KeyboardInterrupt:
+        from prottrans_jax.hf import checkpoint_reader
+
+        saved = sorted(checkpoint_reader.finished_step_dirs(str(pathlib.Path(args.out).absolute() / "checkpoints")))
+        done = f"epochs up to {saved[-1]} are saved in {pathlib.Path(args.out) / 'checkpoints'}; run the same " \
+            "command to resume" if saved else "no epoch was finished, nothing is saved"
+        print(f"\ninterrupted: {done}", file=sys.stderr)
+        return 130
+
+
+def _finetune(args) -> int:
     from prottrans_jax import checkpoints
-    from prottrans_jax.downstream import report
-    from prottrans_jax.downstream.residue_training import EarlyStopping
 
     settings = _settings(args)
     _check_args(args, settings)
     out = pathlib.Path(args.out).absolute()
     resume = _resume_or_fresh(out, settings, args.overwrite)
     run = build(settings, args.mesh)
-    tuner, task, metric = run.tuner, settings["task"], METRIC[settings["task"]]
     if args.overwrite and out.exists():
         shutil.rmtree(out) if out.is_dir() else out.unlink()
     out.mkdir(parents=True, exist_ok=True)
     (out / RUN_FILE).write_text(json.dumps(settings, indent=2) + "\n")
-    history, stopper, best = [], EarlyStopping(args.patience), {"epoch": None, "scores": None}
+    print(f"fine-tuning {run.model.describe()} ({settings['mode']}, {run.tuner.trainable_count():,} trainable "
+          f"parameters) for {settings['task']}: {len(run.train)} training / {len(run.val)} validation chains cropped "
+          f"to {run.crop} residues, mesh {dict(run.tuner.mesh.shape)}")
     with checkpoints.TrainCheckpointer(str(out / "checkpoints"), keep=KEEP_CHECKPOINTS, async_save=False) as ckpt:
-        start = ckpt.latest_step() if resume else None
-        if start is not None:
-            tree, meta = ckpt.restore(start, abstract_state=_abstract(tuner.checkpoint_state()),
-                                      expected_config=settings)
-            tuner.load_checkpoint_state(tree)
-            history, best = meta["history"], meta["best"]
-            stopper.best, stopper.bad = meta["stopper"]["best"], meta["stopper"]["bad"]
-            print(f"resuming from {ckpt.step_dir(start)}: {start} epoch(s) done, best {metric} "
-                  f"{stopper.best:.4f} at epoch {best['epoch']}")
-        start = start or 0
-        print(f"fine-tuning {run.model.describe()} ({settings['mode']}, {tuner.trainable_count():,} trainable "
-              f"parameters) for {task}: {len(run.train)} training / {len(run.val)} validation chains cropped to "
-              f"{run.crop} residues, mesh {dict(tuner.mesh.shape)}")
-        if stopper.stop and start:
-            print(f"the run stopped early at epoch {start} (no better {metric} for {stopper.bad} epochs)")
-        elif start >= args.epochs:
-            print(f"{start} epoch(s) already done (--epochs {args.epochs})")
-        try:
-            for epoch in range(start + 1, args.epochs + 1):
-                if stopper.stop:
-                    break
-                train_loss, probs, val_loss = _epoch(run, epoch, args.epochs, settings["seed"], not args.no_progress)
-                scores = _scores(task, probs, run.val)
-                history.append(_history_entry(epoch, train_loss, val_loss, scores))
-                improved = stopper.update(history[-1][metric])
-                print(_epoch_line(task, history[-1]) + (" (best)" if improved else ""), flush=True)
-                if improved:
-                    best = {"epoch": epoch, "scores": scores}
-                    _write_outputs(out, run, settings, epoch, stopper.best)  # before the checkpoint that says so
-                (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
-                ckpt.save(epoch, tuner.checkpoint_state(), {
-                    "config": settings, "history": history, "best": best,
-                    "stopper": {"best": stopper.best, "bad": stopper.bad}}, force=True)
-                if stopper.stop:
-                    print(f"early stop: no better {metric} for {stopper.bad} epoch(s)")
-        except KeyboardInterrupt:
-            done = ckpt.latest_step()
-            print(f"\ninterrupted: {done or 0} epoch(s) saved in {out / 'checkpoints'}; run the same command to "
-                  "resume", file=sys.stderr)
-            return 130
-    table = best["scores"]
-    title = f"{task}: fine-tuned {settings['mode']} {pathlib.Path(settings['model']).name}, best epoch {best['epoch']}"
-    path = report.write_report(out, title + " (validation split)", table, history)
+        progress = _resume(ckpt, run, settings, args.patience) if resume else _Progress(args.patience)
+        _train(ckpt, run, settings, progress, out, args)
+    _finish(out, settings, progress)
+    return 0
+
+
+class _Progress:
+    """Where a run stands: per-epoch history, the best epoch and its scores, early stopping."""
+
+    def __init__(self, patience: int):
+        from prottrans_jax.downstream.residue_training import EarlyStopping
+
+        self.epoch, self.history, self.best = 0, [], {"epoch": None, "scores": None}
+        self.stopper = EarlyStopping(patience)
+
+    def meta(self, settings: dict) -> dict:
+        return {"config": settings, "history": self.history, "best": self.best,
+                "stopper": {"best": self.stopper.best, "bad": self.stopper.bad}}
+
+
+def _resume(ckpt, run, settings: dict, patience: int) -> _Progress:
+    """Restores the newest checkpoint into ``run.tuner`` (if any) and says so."""
+    progress = _Progress(patience)
+    step = ckpt.latest_step()
+    if step is None:
+        return progress
+    tree, meta = ckpt.restore(step, abstract_state=_abstract(run.tuner.checkpoint_state()), expected_config=settings)
+    run.tuner.load_checkpoint_state(tree)
+    progress.epoch, progress.history, progress.best = step, meta["history"], meta["best"]
+    progress.stopper.best, progress.stopper.bad = meta["stopper"]["best"], meta["stopper"]["bad"]
+    print(f"resuming from {ckpt.step_dir(step)}: {step} epoch(s) done, best {METRIC[settings['task']]} "
+          f"{progress.stopper.best:.4f} at epoch {progress.best['epoch']}")
+    return progress
+
+
+def _train(ckpt, run, settings: dict, progress: _Progress, out: pathlib.Path, args) -> None:
+    """Epochs ``progress.epoch + 1 .. --epochs`` (or until early stopping), a checkpoint after each."""
+    task, metric, stopper = settings["task"], METRIC[settings["task"]], progress.stopper
+    if stopper.stop:
+        print(f"the run stopped early at epoch {progress.epoch} (no better {metric} for {stopper.bad} epochs)")
+        return
+    if progress.epoch >= args.epochs:
+        print(f"{progress.epoch} epoch(s) already done (--epochs {args.epochs})")
+    for epoch in range(progress.epoch + 1, args.epochs + 1):
+        train_loss, probs, val_loss = _epoch(run, epoch, args.epochs, settings["seed"], not args.no_progress)
+        scores = _scores(task, probs, run.val)
+        progress.history.append(_history_entry(epoch, train_loss, val_loss, scores))
+        improved = stopper.update(progress.history[-1][metric])
+        print(_epoch_line(task, progress.history[-1]) + (" (best)" if improved else ""), flush=True)
+        if improved:
+            progress.best = {"epoch": epoch, "scores": scores}
+            _write_outputs(out, run, settings, epoch, stopper.best)  # before the checkpoint that says so
+        (out / "history.json").write_text(json.dumps(progress.history, indent=2) + "\n")
+        ckpt.save(epoch, run.tuner.checkpoint_state(), progress.meta(settings), force=True)
+        progress.epoch = epoch
+        if stopper.stop:
+            print(f"early stop: no better {metric} for {stopper.bad} epoch(s)")
+            break
+
+
+def _finish(out: pathlib.Path, settings: dict, progress: _Progress) -> None:
+    """The report of the best epoch's validation scores, and where everything is."""
+    from prottrans_jax.downstream import report
+
+    table, best = progress.best["scores"], progress.best["epoch"]
+    title = (f"{settings['task']}: fine-tuned ({settings['mode']}) {pathlib.Path(settings['model']).name}, "
+             f"best epoch {best}, validation split")
+    path = report.write_report(out, title, table, progress.history)
     (out / "scores.json").write_text(json.dumps(table, indent=2) + "\n")
     shown = "; ".join(f"{k} {100 * s['accuracy']:.2f}% +- {100 * s['se']:.2f}" for k, s in table.items() if s)
-    print(f"best epoch {best['epoch']}: validation {shown}\nencoder: {out / 'hf'}\nhead: {out / 'head'}\n"
-          f"report: {path}\npredict with: prottrans-jax predict --fasta FASTA --head {out / 'head'} "
-          f"--model {out / 'hf'} --out PREFIX")
-    return 0
+    print(f"best epoch {best}: validation {shown}\nencoder: {out / 'hf'}\nhead: {out / 'head'}\nreport: {path}\n"
+          f"predict with: prottrans-jax predict --fasta FASTA --head {out / 'head'} --model {out / 'hf'} --out PREFIX")
 
 
 def add_parser(sub) -> None:
