@@ -192,7 +192,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         default = action.default
-        if default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+        shown = "default" in text or not action.option_strings
+        if shown or any(default is v for v in (None, False, argparse.SUPPRESS)):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -281,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest sequence embedded whole (default: what 80%% of the free memory holds; "
                         "$PROTTRANS_JAX_AVAILABLE_MEMORY_BYTES, if set, is taken as the free memory)")
     p.add_argument("--long-sequences", default="error", choices=("error", "skip", "chunk"),
-                   help="longer sequences: refuse the run (default), leave them out, or embed overlapping windows")
+                   help="longer sequences: error (refuse the run before any work), skip (leave them out), or chunk "
+                        "(embed overlapping windows and join them)")
     p.add_argument("--chunk-overlap", type=int, default=256, help="residues shared by neighbouring windows")
     p.add_argument("--full-header-ids", action="store_true",
                    help="name datasets by the whole header line (as ProtTrans' script) instead of its first word")

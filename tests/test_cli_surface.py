@@ -49,8 +49,9 @@ def test_every_subcommand_help_prints_every_option_with_help_and_default(words, 
             continue
         assert action.help, f"{' '.join(words)} {action.option_strings[0]} has no help text"
         assert action.option_strings[-1] in text
-        if action.default not in (None, False, argparse.SUPPRESS) and not isinstance(action.default, bool):
-            assert str(action.default) in text, f"{action.option_strings[0]}: default {action.default!r} not shown"
+        if not any(action.default is v for v in (None, False, True, argparse.SUPPRESS)):
+            assert f"default: {action.default}" in " ".join(text.split()), \
+                f"{action.option_strings[0]}: default {action.default!r} not shown"
 
 
 @pytest.mark.parametrize("argv", [["-m", "prottrans_jax.train", "--help"], ["-m", "prottrans_jax.cli", "train", "--help"]])
