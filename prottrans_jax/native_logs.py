@@ -23,7 +23,8 @@ NOISE = re.compile(
     r"|[WE]\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] .*("
     r"failed call to cuInit|Could not find cuda drivers|Unable to register cu(DNN|FFT|BLAS) factory"
     r"|TF-TRT Warning|computation placer already registered|cuda_(platform|executor|diagnostics)"
-    r"|Unable to initialize backend 'cuda'|An NVIDIA GPU may be present))"
+    r"|Unable to initialize backend 'cuda'|An NVIDIA GPU may be present"
+    r"|oneDNN supports DT_INT64 only on platforms with AVX-512))"  # a fallback, not a failure
 )
 # What the start of a noise line can look like before its end arrives ("W", "WARN", "E0000 00:00", ...).
 _PREFIX = re.compile(r"^(W(A(R(N(I(N(G.*)?)?)?)?)?)?|[IWEF](\d{1,4}( .*)?)?)$", re.S)

@@ -13,6 +13,8 @@ SEEN_ON_CPU_MACHINES = [
     "not be used.",
     "E0000 00:00:1796309669.491917   11893 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error: Failed "
     "call to cuInit: UNKNOWN ERROR (303)",
+    "E0000 00:00:1796313403.752276    6688 util.cc:131] oneDNN supports DT_INT64 only on platforms with AVX-512. "
+    "Falling back to the default Eigen-based implementation if present.",
 ]
 REAL = [
     "E0000 00:00:1796309669.491917   11893 hlo_runner.cc:12] RESOURCE_EXHAUSTED: out of memory allocating 3 GiB",
