@@ -6,10 +6,11 @@ Sources (checked with the search tool; see each factory):
   ProtTrans' embedding notebook prints (features of shape (L, 1024)), ``mem_len`` null is what
   transformers 3.x warned about when the notebooks loaded it (they pass ``mem_len=512``), and the
   checkpoint holds ``lm_loss.weight/bias`` (the notebooks' "weights not used" message). 30 layers,
-  d_inner 4096 and vocab 37 are pinned by the byte count: torch's legacy pickle of exactly that
-  state dict (serialised from empty storages of the same names and shapes) is 1,637,756,987 bytes,
-  89 bytes short of the file, where one vocabulary entry more or less moves it by 4,100 bytes and
-  any other depth or width by megabytes. n_head 16 (d_head 64) is XLNet-large's and does not
+  d_inner 4096 and vocab 37 are pinned by the byte count: torch's legacy (pre-1.6) pickle of that
+  state dict, serialised from empty storages with the same names, shapes and module metadata
+  (transformers 5's tree less the per-layer ``ff.activation_function`` modules that 2020's XLNet
+  did not have), is 1,637,756,987 bytes: 89 bytes short of the file, where one vocabulary entry
+  more or less moves it by 4,100 bytes and any other depth or width by megabytes. n_head 16 (d_head 64) is XLNet-large's and does not
   change the byte count: unconfirmed.
 - ProtTXL / ProtTXL-BFD: weights never released. 32 layers, d_model 1024, d_inner 4096, 14 heads,
   562 M parameters, dropout 0.15, memory length 512 are the ProtTrans paper's table as recalled;
