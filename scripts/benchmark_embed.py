@@ -9,8 +9,12 @@ Residues/s counts residues (no special tokens or padding) over the wall time of 
 model loading and (for JAX) compilation included; "steady" excludes loading and the first batch of
 each shape.
 
+With ``--compile-cache`` the JAX side runs twice with one fresh persistent compilation cache (what
+``prottrans-jax embed`` uses by default): the first run compiles and fills it, the second loads every
+shape from it; both rows are printed with the compile seconds the cache saved.
+
 Usage: python scripts/benchmark_embed.py [--proteins 1000] [--model bench|xl] [--dtype float32]
-       [--systems jax,torch] [--devices N]
+       [--systems jax,torch] [--devices N] [--compile-cache]
 """
 
 from __future__ import annotations
@@ -62,17 +66,27 @@ def prepare(workdir: pathlib.Path, model: str, proteins: int, seed: int = 0) -> 
     return run, hf_dir, fasta_path, n_params
 
 
-def worker_jax(run: str, fasta_path: str, out: str, dtype: str, devices: int) -> dict:
+def worker_jax(run: str, fasta_path: str, out: str, dtype: str, devices: int, cache: str | None = None) -> dict:
     import jax
+    import jax.monitoring
 
-    from prottrans_jax import embed
+    from prottrans_jax import compile_cache, embed
 
+    if cache:  # as `prottrans-jax embed --compile-cache DIR` does
+        compile_cache.configure(argparse.Namespace(compile_cache=cache, no_compile_cache=False))
+    events: dict[str, float] = {}
+    jax.monitoring.register_event_listener(lambda name, **kw: events.__setitem__(name, events.get(name, 0) + 1))
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, secs, **kw: events.__setitem__(name, events.get(name, 0) + secs))
     t0 = time.perf_counter()
     summary = embed.embed_fasta(run, fasta_path, out, per_protein=True, dtype=dtype, progress=False,
                                 devices=jax.local_devices()[:devices] if devices else None)
     total = time.perf_counter() - t0
+    cached = {k.rsplit("/", 1)[-1]: round(v, 2) for k, v in events.items() if k.rsplit("/", 1)[-1] in (
+        "cache_hits", "cache_misses", "compile_time_saved_sec", "backend_compile_duration")}
     return {"residues": summary.residues, "seconds": total, "embed_seconds": summary.seconds,
-            "compiled_shapes": summary.compiled_shapes, "devices": jax.local_device_count() if not devices else devices}
+            "compiled_shapes": summary.compiled_shapes, "devices": jax.local_device_count() if not devices else devices,
+            **cached}
 
 
 def worker_torch(hf_dir: str, fasta_path: str, out: str, dtype: str) -> dict:
@@ -118,11 +132,12 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_worker(system: str, args, paths) -> dict:
+def run_worker(system: str, args, paths, cache: str | None = None, tag: str = "") -> dict:
     run, hf_dir, fasta_path = paths
-    out = pathlib.Path(args.workdir) / f"{system}.h5"
+    out = pathlib.Path(args.workdir) / f"{system}{tag}.h5"
     cmd = [sys.executable, __file__, "--worker", system, "--dtype", args.dtype, "--run", str(run), "--hf", str(hf_dir),
            "--fasta", str(fasta_path), "--out", str(out), "--devices", str(args.devices)]
+    cmd += ["--cache-dir", cache] if cache else []
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if proc.returncode:
         raise RuntimeError(f"{system} worker failed:\n{proc.stderr[-3000:]}")
@@ -145,6 +160,9 @@ def main() -> None:
     p.add_argument("--systems", default="jax,torch")
     p.add_argument("--devices", type=int, default=0, help="JAX devices to use (0: all)")
     p.add_argument("--workdir", default=None)
+    p.add_argument("--compile-cache", action="store_true",
+                   help="run JAX twice with one fresh persistent compilation cache (cold, then warm)")
+    p.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--run", default=None, help=argparse.SUPPRESS)
     p.add_argument("--hf", default=None, help=argparse.SUPPRESS)
@@ -156,7 +174,7 @@ def main() -> None:
             from prottrans_jax import train
 
             os.environ["XLA_FLAGS"] = train.default_cpu_xla_flags()  # as the CLI does
-            result = worker_jax(args.run, args.fasta, args.out, args.dtype, args.devices)
+            result = worker_jax(args.run, args.fasta, args.out, args.dtype, args.devices, args.cache_dir)
         else:
             result = worker_torch(args.hf, args.fasta, args.out, args.dtype)
         result["peak_rss_mib"] = peak_rss_mib()
@@ -169,10 +187,15 @@ def main() -> None:
           f"{os.cpu_count()} CPUs; encoder {n_params / 1e6:.1f} M parameters; {args.proteins} proteins; {args.dtype}")
     rows = {}
     for system in args.systems.split(","):
-        rows[system] = run_worker(system, args, (run, hf_dir, fasta_path))
-        r = rows[system]
-        print(f"{system:6s} {r['residues'] / r['seconds']:10,.0f} residues/s  {r['seconds']:8.1f} s  "
-              f"peak RSS {r['peak_rss_mib']:,.0f} MiB  {json.dumps(r)}", flush=True)
+        cache = str(workdir / "xla") if system == "jax" and args.compile_cache else None
+        for tag in ("", "_warm") if cache else ("",):
+            rows[system + tag] = r = run_worker(system, args, (run, hf_dir, fasta_path), cache, tag)
+            print(f"{system + tag:9s} {r['residues'] / r['seconds']:10,.0f} residues/s  {r['seconds']:8.1f} s  "
+                  f"peak RSS {r['peak_rss_mib']:,.0f} MiB  {json.dumps(r)}", flush=True)
+    if "jax_warm" in rows:
+        cold, warm = rows["jax"]["seconds"], rows["jax_warm"]["seconds"]
+        print(f"compilation cache: the warm run took {warm:.1f} s vs {cold:.1f} s cold ({cold - warm:.1f} s, "
+              f"{(cold - warm) / cold:.0%} saved; {rows['jax_warm'].get('cache_hits', 0)} shapes loaded)")
     if {"jax", "torch"} <= rows.keys():
         ratio = (rows["jax"]["residues"] / rows["jax"]["seconds"]) / (rows["torch"]["residues"] / rows["torch"]["seconds"])
         print(f"jax / torch residues/s: {ratio:.2f}x; max |difference| of per-protein embeddings: "

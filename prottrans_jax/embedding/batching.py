@@ -46,8 +46,10 @@ class Batch:
 
 def rows_for(padded_length: int, max_tokens: int, max_rows: int, row_multiple: int,
              row_cap: Optional[Callable[[int], int]] = None) -> int:
-    """Rows of a batch of ``padded_length``: within ``max_tokens``, ``max_rows`` and ``row_cap(padded_length)``
-    (the memory bound), a multiple of ``row_multiple`` (at least one per device)."""
+    """Rows of a batch of ``padded_length``: a multiple of ``row_multiple``, at least one per device.
+
+    Within ``max_tokens``, ``max_rows`` and ``row_cap(padded_length)`` (the memory bound) where those allow.
+    """
     rows = max(1, min(max_rows, max_tokens // padded_length, row_cap(padded_length) if row_cap else max_rows))
     return max(row_multiple, rows // row_multiple * row_multiple)
 

@@ -10,14 +10,13 @@ import jax
 
 AVAILABLE_MEMORY_ENV = "PROTTRANS_JAX_AVAILABLE_MEMORY_BYTES"  # overrides the free-memory figure (tests, shared hosts)
 
-# Peak memory of one row (sequence) of L tokens, measured with scripts/check_long_sequence.py --sweep on
-# CPU (VmHWM minus the RSS before the call, compilation included; 2026-12-02): XLA keeps ~4.05-4.1 float32
-# [L, L] score tensors per head live for T5 (the stack's combined position+mask bias, logits, exp and
-# probabilities) and ~5.05-5.1 for the BERT family (its mask bias is broadcast per head in every layer),
-# whatever the width; bfloat16/float16 peak no higher. A 1-head T5 shows the head-independent [L, L]
-# pieces (mask, position index): ~0.3 of a tensor. The bound takes 4.5 / 5.5 per head plus 2 shared (10%
-# over the measurement). ProtT5-XL's encoder (32 heads) on 5,000 residues peaked at 18.0 GiB with its
-# 4.8 GB of weights (BENCHMARKS.md): ~14.5 GB of activations, which this bound (15.4 GB) covers.
+# Peak memory of one row (sequence) of L tokens, measured with scripts/check_long_sequence.py on CPU (VmHWM
+# minus the RSS before the call, compilation included; BENCHMARKS.md, 2026-12-03): XLA keeps ~4.0-4.1 float32
+# [L, L] score tensors per head live for T5 (the stack's position bias joined with the mask, then logits,
+# exponentials and probabilities) and ~5.0-5.1 for the BERT family (its mask bias is broadcast to every head
+# in every layer), whatever the width, rows or dtype (bfloat16 peaks no higher). The bound takes 4.5 / 5.5 per
+# head (10% over) plus 2 head-independent ones (mask, position index). ProtT5-XL's encoder (32 heads) on 5,000
+# residues peaked at 18.0 GiB with its 4.8 GB of weights: ~14.5 GB of activations, under this bound (15.5 GB).
 _SCORES_PER_HEAD = {"t5": 4.5, "bert": 5.5}
 _SCORES_SHARED = 2
 _ACTIVATION_COPIES = 8  # per token: residual, normed input, q/k/v/out and the feed-forward's two
@@ -25,8 +24,9 @@ _FIXED_BYTES = 64 << 20  # XLA's runtime, compilation, output and HDF5 buffers (
 
 
 def available_memory_bytes(device: Optional[Any] = None) -> int:
-    """Free memory: ``$PROTTRANS_JAX_AVAILABLE_MEMORY_BYTES`` if set, else an accelerator's (its allocator's
-    limit minus use) or the host's available RAM.
+    """Free memory in bytes: ``$PROTTRANS_JAX_AVAILABLE_MEMORY_BYTES`` if set, else measured.
+
+    Measured: an accelerator's allocator limit minus its use, or the host's available RAM.
 
     Raises:
       ValueError: when the environment variable is not a positive integer.
