@@ -1,15 +1,11 @@
-"""embed: HDF5 layout and ids, batching, long sequences, resume after a kill, bad inputs (TensorFlow-free)."""
+"""embed: HDF5 layout and ids, batching, long sequences, refused resumes, bad inputs (TensorFlow-free)."""
 
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
 import subprocess
 import sys
-import time
 
-import h5py
 import jax
 import numpy as np
 import pytest
@@ -136,55 +132,7 @@ def test_long_sequence_policies(t5_run, proteins, tmp_path, capsys):
                                    atol=1e-5)
 
 
-# -- resume ------------------------------------------------------------------------------
-_WORKER = """
-import sys
-from prottrans_jax import embed
-embed.embed_fasta(sys.argv[1], sys.argv[2], sys.argv[3], per_residue=True, per_protein=False,
-                  max_sequences_per_batch=2, save_every_seconds=0, progress=False)
-"""
-
-
-def _kill_after_parts(args, parts_dir, n_parts=3):
-    proc = subprocess.Popen([sys.executable, "-c", _WORKER, *map(str, args)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, env={**os.environ, "XLA_FLAGS": ""})
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if parts_dir.is_dir() and len(list(parts_dir.glob("part_*.h5"))) >= n_parts:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
-def test_resume_after_a_kill_skips_done_ids_and_never_corrupts(t5_run, proteins, tmp_path):
-    first = {f"a{i}": s for i, s in enumerate(proteins[:20])}
-    more = {f"b{i}": s for i, s in enumerate(proteins[20:220])}
-    reference = embed.embed_fasta(t5_run, write_fasta(tmp_path / "all.fa", {**first, **more}), tmp_path / "ref.h5",
-                                  per_residue=True, per_protein=False, progress=False)
-    out = tmp_path / "out.h5"
-    embed.embed_fasta(t5_run, write_fasta(tmp_path / "first.fa", first), out, per_residue=True, per_protein=False,
-                      progress=False)
-    before = hashlib.sha256(out.read_bytes()).hexdigest()
-
-    _kill_after_parts([t5_run, tmp_path / "all.fa", out], tmp_path / "out.h5.parts")
-    assert hashlib.sha256(out.read_bytes()).hexdigest() == before  # the finished file is untouched
-    parts = list((tmp_path / "out.h5.parts").glob("part_*.h5"))
-    assert parts and all(h5py.is_hdf5(p) for p in parts)
-
-    summary = embed.embed_fasta(t5_run, tmp_path / "all.fa", out, per_residue=True, per_protein=False,
-                                progress=False)
-    assert summary.already_done >= len(first) + 2 and summary.already_done + summary.embedded == 220
-    got, ref = _read(out)[0], _read(reference.outputs["per_residue"])[0]
-    assert sorted(got) == sorted(ref)
-    for name in ref:
-        np.testing.assert_allclose(got[name], ref[name], atol=1e-5)  # other batch neighbours, other padding
-    assert not (tmp_path / "out.h5.parts").exists()
-    again = embed.embed_fasta(t5_run, tmp_path / "all.fa", out, per_residue=True, per_protein=False, progress=False)
-    assert again.embedded == 0 and again.already_done == 220
-
-
+# -- resume (a SIGKILL mid-write: test_embed_kill.py) ---------------------------------------------
 def test_resume_refuses_another_model_setting_or_sequence(t5_run, proteins, tmp_path):
     records = {"a": proteins[0], "b": proteins[1]}
     fasta_path = write_fasta(tmp_path / "in.fa", records)
@@ -194,6 +142,29 @@ def test_resume_refuses_another_model_setting_or_sequence(t5_run, proteins, tmp_
     changed = write_fasta(tmp_path / "changed.fa", {"a": proteins[2], "b": proteins[1]})
     with pytest.raises(h5_store.OutputMismatchError, match="'a' for a different sequence"):
         embed.embed_fasta(t5_run, changed, tmp_path / "o.h5", progress=False)
+
+
+def test_resume_refuses_other_weights_at_the_same_model_path(proteins, tmp_path, capsys):
+    run, first, other = tmp_path / "run", tmp_path / "seed0", tmp_path / "seed1"
+    write_model_dir(first, "t5", seed=0)
+    write_model_dir(other, "t5", seed=1)  # same config, step and architecture; other weights
+    records = {f"p{i}": s[:60] for i, s in enumerate(proteins[:4])}
+    out = tmp_path / "o.h5"
+    first.rename(run)
+    embed.embed_fasta(run, write_fasta(tmp_path / "half.fa", dict(list(records.items())[:2])), out, progress=False)
+    before = out.read_bytes()
+    args = ["embed", "--model", str(run), "--fasta", str(write_fasta(tmp_path / "all.fa", records)), "--out",
+            str(out), "--no-progress"]
+    run.rename(first)
+    other.rename(run)  # retrained into the same folder
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "model_fingerprint: " in err[0], err
+    assert "(other weights at the same model path)" in err[0] and out.read_bytes() == before
+    run.rename(other)
+    first.rename(run)  # the weights it was written with, back in place: resumed
+    assert cli.main(args) == 0
+    assert "embedded 2 sequence(s) (2 already done)" in capsys.readouterr().out
 
 
 # -- bad inputs ------------------------------------------------------------------------------

@@ -4,15 +4,18 @@ While a run is going, finished sequences go to small part files in ``OUT.h5.part
 to a temporary name and renamed when complete. At the end the parts (and an existing ``OUT.h5``)
 are merged into a temporary file that replaces ``OUT.h5`` in one rename. A kill at any moment thus
 leaves ``OUT.h5`` as it was (absent, or complete from an earlier run) plus whole part files, which
-the next run keeps and skips.
+the next run keeps and skips. A kill leaves at most a ``.NAME.partial-*`` temporary file beside
+``OUT.h5`` or in the parts folder; no run reads those, and the next run that finishes removes them.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import pathlib
 import shutil
+import sys
 import time
 from typing import Any, Iterable, Mapping, Optional
 
@@ -20,9 +23,14 @@ import numpy as np
 
 from prottrans_jax import atomic_files, fasta
 
-# File attributes that must agree for a run to add to an existing output.
-IDENTITY_ATTRS = ("model", "architecture", "step", "layer", "dtype", "storage_dtype", "pooling")
+# File attributes that must agree for a run to add to an existing output. The weights' fingerprint is compared
+# when the output records one (embed versions before it did not): other weights at the same path are refused.
+IDENTITY_ATTRS = ("model", "architecture", "step", "layer", "dtype", "storage_dtype", "pooling", "model_fingerprint")
+_RECORDED_SINCE = ("model_fingerprint",)
 RUN_FILE = "run.json"
+# Test-only: 'part_write[:N]' (the write of part N, default 0) or 'finalize' makes the writer stop inside that
+# write, with some bytes in its temporary file, print one line to stderr and sleep, so a test can kill it there.
+TEST_PAUSE_ENV = "PROTTRANS_JAX_TEST_PAUSE_IN"
 
 
 def dataset_name(record_id: str) -> str:
@@ -75,12 +83,15 @@ class EmbeddingStore:
             self._check_attrs(json.loads(run_file.read_text()), str(self.parts_dir))
 
     def _check_attrs(self, found: Mapping[str, Any], where: str) -> None:
-        diffs = [f"{k}: {_attr_value(found.get(k))!r} there vs {self.attrs.get(k)!r} now" for k in IDENTITY_ATTRS
+        keys = [k for k in IDENTITY_ATTRS if k in found or k not in _RECORDED_SINCE]
+        diffs = [f"{k}: {_attr_value(found.get(k))!r} there vs {self.attrs.get(k)!r} now" for k in keys
                  if _attr_value(found.get(k)) != self.attrs.get(k)]
         if diffs:
+            only_weights = [d.split(":")[0] for d in diffs] == ["model_fingerprint"]
+            weights = " (other weights at the same model path)" if only_weights else ""
             raise OutputMismatchError(
-                f"{where} holds embeddings of another run ({'; '.join(diffs)}); choose another --out, or delete it "
-                "to start over")
+                f"{where} holds embeddings of another run ({'; '.join(diffs)}){weights}; choose another --out, or "
+                "delete it to start over")
 
     def _existing_names(self) -> dict[str, str]:
         """dataset name -> sequence SHA-1 for everything already written (final file and parts)."""
@@ -128,6 +139,7 @@ class EmbeddingStore:
                 for name, array, attrs in self._buffer:
                     ds = f.create_dataset(name, data=array)
                     ds.attrs.update({k: _attr_value(v) for k, v in attrs.items()})
+                    _test_pause(f"part_write:{index}", f, tmp)
         for name, _, attrs in self._buffer:
             self.done[name] = str(attrs.get("sequence_sha1", ""))
         self._buffer, self._buffer_bytes, self._last_flush = [], 0, time.monotonic()
@@ -157,12 +169,26 @@ class EmbeddingStore:
                         for name in f:
                             if name not in out:
                                 f.copy(f[name], out, name)
+                    _test_pause("finalize", out, tmp)
                 out.attrs.update(self.attrs)
                 out.attrs.update({k: _attr_value(v) for k, v in (extra_attrs or {}).items()})
                 out.attrs["num_sequences"] = len(out)
                 out.attrs["updated"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         shutil.rmtree(self.parts_dir, ignore_errors=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.partial-*"):  # left by killed merges
+            stale.unlink(missing_ok=True)
         return self.path
+
+
+def _test_pause(where: str, h5file, tmp: pathlib.Path) -> None:
+    """Test-only, inert unless ``$PROTTRANS_JAX_TEST_PAUSE_IN`` names ``where``: flushes the half-written
+    temporary file, says so on stderr and sleeps, for a test to SIGKILL the process mid-write."""
+    wanted = os.environ.get(TEST_PAUSE_ENV)
+    if not wanted or where not in (wanted, f"{wanted}:0"):
+        return
+    h5file.flush()
+    print(f"{TEST_PAUSE_ENV}: paused in {wanted} writing {tmp}", file=sys.stderr, flush=True)
+    time.sleep(600)
 
 
 def read_ids(path: str | pathlib.Path) -> list[str]:
