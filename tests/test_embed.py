@@ -14,6 +14,7 @@ from embed_fixtures import proteins, read_h5 as _read, t5_run  # noqa: F401 (fix
 from model_dirs import write_fasta, write_model_dir
 from prottrans_jax import cli, embed, model_io
 from prottrans_jax.embedding import batching, h5_store, limits
+from prottrans_jax.embedding.encoder import Embedder
 
 
 # -- batching ------------------------------------------------------------------------------
@@ -36,14 +37,37 @@ def test_plan_batches_bounds_padding_shapes_and_memory():
     assert sum(b.rows - len(b.indices) for b in plan[:-1]) == 0  # only the last batch has empty rows
 
 
-def test_windows_cover_each_residue_once():
-    for length, window, overlap in ((10_000, 3000, 256), (3001, 3000, 100), (50, 3000, 256), (7000, 1000, 0)):
-        spans = limits.windows(length, window, overlap)
-        kept = np.zeros(length, int)
-        for start, end, keep_start, keep_end in spans:
-            assert end - start == min(window, length) and start <= keep_start < keep_end <= end
-            kept[keep_start:keep_end] += 1
-        assert (kept == 1).all()
+def _windows_by_hand(length: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """The rule README states: ``window`` residues from 0, every ``window - overlap``, the last ending at ``length``."""
+    if length <= window:
+        return [(0, length)]
+    spans, start = [], 0
+    while start + window < length:
+        spans.append((start, start + window))
+        start += window - overlap
+    return spans + [(length - window, length)]
+
+
+def _most_central(spans: list[tuple[int, int]], length: int) -> list[set[int]]:
+    """Per residue, the windows where it has the most context on its shorter side (all of them on a tie)."""
+    best = []
+    for r in range(length):
+        depth = {i: min(r - s, e - 1 - r) for i, (s, e) in enumerate(spans) if s <= r < e}
+        best.append({i for i, d in depth.items() if d == max(depth.values())})
+    return best
+
+
+@pytest.mark.parametrize("length, window, overlap", [(10_000, 3000, 256), (3001, 3000, 100), (50, 3000, 256),
+                                                     (7000, 1000, 0), (650, 300, 101), (1001, 200, 37)])
+def test_each_residue_is_kept_from_the_window_where_it_is_most_central(length, window, overlap):
+    spans = limits.windows(length, window, overlap)
+    assert [(s, e) for s, e, _, _ in spans] == _windows_by_hand(length, window, overlap)
+    kept_in = np.full(length, -1)
+    for i, (_, _, keep_start, keep_end) in enumerate(spans):
+        assert (kept_in[keep_start:keep_end] == -1).all()  # kept once ...
+        kept_in[keep_start:keep_end] = i
+    best = _most_central(_windows_by_hand(length, window, overlap), length)
+    assert all(kept_in[r] in best[r] for r in range(length))  # ... from a most central window
 
 
 # -- layout ------------------------------------------------------------------------------
@@ -106,30 +130,31 @@ def test_a_5000_residue_protein_is_embedded(t5_run, proteins, tmp_path):
 
 
 def test_long_sequence_policies(t5_run, proteins, tmp_path, capsys):
-    records = {"short": proteins[0][:80], "long": "".join(proteins)[:700]}
+    records = {"short": proteins[0][:80], "long": "".join(proteins)[:650]}
     fasta_path = write_fasta(tmp_path / "in.fa", records)
     args = ["embed", "--model", str(t5_run), "--fasta", str(fasta_path), "--max-length", "300", "--no-progress",
             "--per-residue"]
     assert cli.main([*args, "--out", str(tmp_path / "e.h5")]) == 2
     err = capsys.readouterr().err
-    assert "long (700)" in err and "--long-sequences skip" in err and not (tmp_path / "e.h5").exists()
+    assert "long (650)" in err and "--long-sequences skip" in err and not (tmp_path / "e.h5").exists()
 
     assert cli.main([*args, "--out", str(tmp_path / "s.h5"), "--long-sequences", "skip"]) == 0
     out, attrs, _ = _read(tmp_path / "s.h5")
     assert list(out) == ["short"] and attrs["skipped_too_long"] == '["long"]'
 
     assert cli.main([*args, "--out", str(tmp_path / "c.h5"), "--long-sequences", "chunk",
-                     "--chunk-overlap", "100"]) == 0
+                     "--chunk-overlap", "101"]) == 0
     out, attrs, _ = _read(tmp_path / "c.h5")
-    assert out["long"].shape == (700, 32) and attrs["chunked"] == '["long"]'
-    # Each joined residue is that of the window it was kept from, embedded on its own.
-    model = model_io.load_model(t5_run)
-    for start, end, keep_start, keep_end in limits.windows(700, 300, 100):
-        alone = embed.embed_fasta(model, write_fasta(tmp_path / f"w{start}.fa", {"w": records["long"][start:end]}),
-                                  tmp_path / f"w{start}.h5", per_residue=True, per_protein=False, progress=False)
-        window = _read(alone.outputs["per_residue"])[0]["w"]
-        np.testing.assert_allclose(out["long"][keep_start:keep_end], window[keep_start - start:keep_end - start],
-                                   atol=1e-5)
+    assert out["long"].shape == (650, 32) and attrs["chunked"] == '["long"]'
+    # Each joined residue equals its embedding in the window where it is most central, that window embedded alone
+    # by one direct encoder call, and differs clearly from its embedding in any less central window.
+    embedder = Embedder(model_io.load_model(t5_run), devices=jax.local_devices()[:1])
+    spans = _windows_by_hand(650, 300, 101)  # 0-300, 199-499, 350-650: uneven overlaps, a tie at residue 249
+    alone = [embedder.embed([records["long"][s:e]], 1, e - s + 1)[0][0] for s, e in spans]
+    for r, best in enumerate(_most_central(spans, 650)):
+        error = {i: np.abs(out["long"][r] - alone[i][r - s]).max() for i, (s, e) in enumerate(spans) if s <= r < e}
+        assert min(error[i] for i in best) < 1e-5, (r, error)
+        assert all(error[i] > 1e-3 for i in set(error) - best), (r, error)
 
 
 # -- resume (a SIGKILL mid-write: test_embed_kill.py) ---------------------------------------------
