@@ -14,7 +14,7 @@ from hf_loading import load_clean  # noqa: E402
 import prottrans_jax_tasks  # noqa: E402
 from model_dirs import write_model_dir  # noqa: E402
 from proteins import read_proteins  # noqa: E402
-from prottrans_jax import cli, model_io, train  # noqa: E402
+from prottrans_jax import cli, model_adapters, model_io, train  # noqa: E402
 from prottrans_jax.hf import checkpoint_reader  # noqa: E402
 from prottrans_jax.hf.common import flatten_params  # noqa: E402
 from prottrans_jax.models.t5 import T5EncoderDecoder  # noqa: E402
@@ -27,9 +27,12 @@ def real_task(demo_corpus):
     return "imdemo_prot_t5_denoise"
 
 
+LENGTHS = {"inputs": 64, "targets": 64}
+
+
 def _gin_args(model_dir, task, steps, extra=()):
     return ["--gin_file=runs/prot_t5_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'", f"--gin.MIXTURE_OR_TASK_NAME='{task}'",
-            "--gin.TASK_FEATURE_LENGTHS={'inputs': 64, 'targets': 64}", f"--gin.TRAIN_STEPS={steps}",
+            f"--gin.TASK_FEATURE_LENGTHS={LENGTHS}", f"--gin.TRAIN_STEPS={steps}",
             "--gin.BATCH_SIZE=8", "--gin.train_script.train.async_checkpoints=False",
             "--gin.train_script.train.checkpoint_every=100", "--gin.train_script.train.peak_flops_per_device=0",
             "--gin.train_script.train.log_every=1", *extra]
@@ -78,14 +81,32 @@ def test_trainer_checkpoint_round_trips_through_transformers(tmp_path, real_task
     assert back.architecture == "T5ForConditionalGeneration" and back.step == 0
     _assert_same_params(back.params, trained.params)
 
-    # Our trainer starts from the imported weights with a fresh optimizer state.
-    assert train.main(_gin_args(imported, real_task, 2)) == 0
+
+def _distance(a, b):
+    """Euclidean distance between two parameter trees with the same names."""
+    fa, fb = flatten_params(a), flatten_params(b)
+    assert fa.keys() == fb.keys()
+    return float(np.sqrt(sum(np.sum((np.asarray(fa[k], np.float64) - np.asarray(fb[k])) ** 2) for k in fa)))
+
+
+def test_training_starts_from_the_imported_weights(tmp_path, real_task, capsys):
+    """Weights unlike any fresh init (seed 3, every leaf perturbed) go HF -> import-hf -> two trainer steps."""
+    config, source = write_model_dir(tmp_path / "src", "t5", seed=3)
+    assert cli.main(["export-hf", "--checkpoint", str(tmp_path / "src"), "--out", str(tmp_path / "hf")]) == 0
+    assert cli.main(["import-hf", "--hf", str(tmp_path / "hf"), "--out", str(tmp_path / "imp")]) == 0
+    capsys.readouterr()
+    assert train.main(_gin_args(tmp_path / "imp", real_task, 2)) == 0
     assert "starting from the weights imported" in capsys.readouterr().out
-    resumed = model_io.load_model(imported)
-    assert resumed.step == 2
-    moved = [float(np.max(np.abs(resumed_leaf - leaf))) for resumed_leaf, leaf in
-             zip(jax.tree_util.tree_leaves(resumed.params), jax.tree_util.tree_leaves(trained.params))]
-    assert 0 < max(moved) < 0.5  # a few small steps away from the imported weights, not a fresh init
+    trained = model_io.load_model(tmp_path / "imp")
+    assert trained.step == 2
+    # What this run would have started from without the import: the trainer's own init for seed 0.
+    module, _, init_inputs = model_adapters.adapt(config, "prot_t5_denoise", LENGTHS)
+    params_key = jax.random.split(jax.random.key(0))[0]
+    fresh = jax.jit(lambda k: module.init(k, **init_inputs)["params"])(params_key)
+    apart = _distance(source, fresh)
+    moved, from_fresh = _distance(trained.params, source), _distance(trained.params, fresh)
+    assert 0 < moved < 0.02 * apart, (moved, apart)  # two small steps away from the imported weights
+    assert from_fresh > 0.98 * apart, (from_fresh, apart)  # and nowhere near a fresh init
 
 
 def test_a_run_of_another_model_refuses_imported_weights(tmp_path, real_task, capsys):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from binomial import assert_binomial_rate
 from prottrans_jax import preprocessors as pp
 
 SEED = tf.constant([3, 7], tf.int64)
@@ -90,6 +91,9 @@ def test_bert_style_corruption_proportions():
     tokens = tf.fill([n], 9)
     selected = tf.ones([n], tf.bool)
     out = pp.bert_style_corruption(tokens, selected, SEED, 4, tf.constant([5, 6, 7, 8], tf.int32), 0.8, 0.1).numpy()
-    assert abs((out == 4).mean() - 0.8) < 0.005
-    assert abs(np.isin(out, [5, 6, 7, 8]).mean() - 0.1) < 0.005
-    assert abs((out == 9).mean() - 0.1) < 0.005
+    assert_binomial_rate((out == 4).sum(), n, 0.8, "mask")
+    assert_binomial_rate(np.isin(out, [5, 6, 7, 8]).sum(), n, 0.1, "random")
+    assert_binomial_rate((out == 9).sum(), n, 0.1, "kept")
+    np.testing.assert_allclose(np.bincount(out, minlength=10)[5:9] / (0.1 * n), 0.25, rtol=0.05)  # uniform picks
+    none = pp.bert_style_corruption(tokens, ~selected, SEED, 4, tf.constant([5, 6, 7, 8], tf.int32), 0.8, 0.1)
+    assert (none.numpy() == 9).all(), "unselected tokens are never touched"

@@ -5,6 +5,7 @@ import pytest
 import seqio
 
 import prottrans_jax_tasks
+from binomial import assert_binomial_rate, exact_fraction_count
 from prottrans_jax import alphabet, pipeline
 from prottrans_jax.vocab import ProtBertVocabulary, ProtT5Vocabulary
 
@@ -38,14 +39,17 @@ def test_prot_t5_denoise_rates(real_tasks):
     inputs, targets = ex["encoder_input_tokens"], ex["decoder_target_tokens"]
     assert len(inputs) > 14_000
     residue = _is_t5_residue(targets)
-    total = residue.sum()
     sentinel = (inputs == T5_SENTINEL0) & residue
     randomised = (inputs != targets) & ~sentinel & residue
     assert _is_t5_residue(inputs[randomised]).all(), "random replacements must be residues"
-    # 15% selected; 90% -> sentinel; 10% -> a random one of 20 residues (1 in 20 equals the original).
-    assert abs(sentinel.sum() / total - 0.15 * 0.9) < 0.005
-    assert abs(randomised.sum() / total - 0.15 * 0.1 * 19 / 20) < 0.005
-    assert abs((sentinel.sum() + randomised.sum() * 20 / 19) / total - 0.15) < 0.005
+    # Exactly 15% of each cropped protein is selected; of those, 90% -> sentinel and 10% -> one of the 20
+    # standard residues at random (which is the original one time in 20 when the original is standard).
+    selected = exact_fraction_count(residue.sum(1), 0.15)
+    standard = np.isin(targets[residue], ProtT5Vocabulary().residue_ids).mean()
+    assert_binomial_rate(sentinel.sum(), selected, 0.9, "sentinel")
+    assert_binomial_rate(randomised.sum(), selected, 0.1 * (1 - standard / 20), "random residue")
+    assert_binomial_rate(selected - sentinel.sum() - randomised.sum(), selected, 0.1 * standard / 20,
+                         "selected but unchanged")
 
 
 def test_span_corruption_rates(real_tasks):
@@ -53,13 +57,15 @@ def test_span_corruption_rates(real_tasks):
     ex = _all_batches("realdemo_span_corruption")
     inputs, targets = ex["encoder_input_tokens"], ex["decoder_target_tokens"]
     assert inputs.shape[1] == 512 and targets.shape[1] == lengths["targets"]
-    noise = _is_t5_residue(targets).sum()
-    kept = _is_t5_residue(inputs).sum()
-    spans = (targets > 27).sum()  # one sentinel per noise span in the targets
-    assert abs(noise / (noise + kept) - 0.15) < 0.005
-    assert abs(noise / spans - 3.0) < 0.15
+    noise = _is_t5_residue(targets).sum(1)
+    kept = _is_t5_residue(inputs).sum(1)
+    spans = (targets > 27).sum(1)  # one sentinel per noise span in the targets
+    # T5's arithmetic (in float32, as the preprocessor): round(15%) noise tokens, kept within [1, length - 1],
+    # in round(noise / 3) spans, exactly, for every cropped protein.
+    assert noise.sum() == exact_fraction_count(noise + kept, 0.15, np.float32, keep_one_out=True)
+    np.testing.assert_array_equal(spans, np.maximum(np.round(noise.astype(np.float32) / np.float32(3.0)), 1))
     # Inputs hold the same number of sentinels as targets, per example.
-    np.testing.assert_array_equal((inputs > 27).sum(1), (targets > 27).sum(1))
+    np.testing.assert_array_equal((inputs > 27).sum(1), spans)
 
 
 @pytest.mark.parametrize(
@@ -72,15 +78,20 @@ def test_mlm_rates_and_weights(real_tasks, objective, mask_rate, random_rate):
     selected = weights.astype(bool)
     assert not (selected & ~residue).any(), "loss weights only on residues, never on [CLS]/[SEP]/pad"
     assert (inputs[~selected] == targets[~selected]).all(), "unselected positions are untouched"
-    assert abs(selected.sum() / residue.sum() - 0.15) < 0.005
+    n = selected.sum()
+    assert n == exact_fraction_count(residue.sum(1), 0.15), "exactly 15% of each cropped protein"
     masked = (inputs == BERT_MASK) & selected
     randomised = (inputs != targets) & ~masked & selected
     kept = (inputs == targets) & selected
-    n = selected.sum()
-    assert abs(masked.sum() / n - mask_rate) < 0.005
-    assert abs(randomised.sum() / n - random_rate * 19 / 20) < 0.005
+    # A random pick is one of the 20 standard residues: the original one time in 20 when that is standard.
+    random_changes = random_rate * (1 - np.isin(targets[selected], ProtBertVocabulary().residue_ids).mean() / 20)
+    assert_binomial_rate(masked.sum(), n, mask_rate, "[MASK]")
+    if random_rate:
+        assert_binomial_rate(randomised.sum(), n, random_changes, "random residue")
+    else:
+        assert not randomised.any()
     # Weighted positions include kept ones (what seqio's EncoderFeatureConverter would miss).
-    assert abs(kept.sum() / n - (1 - mask_rate - random_rate * 19 / 20)) < 0.005
+    assert_binomial_rate(kept.sum(), n, 1 - mask_rate - random_changes, "kept")
 
 
 # ---------------------------------------------------------------------------------------
