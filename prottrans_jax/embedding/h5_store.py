@@ -48,7 +48,8 @@ class EmbeddingStore:
     Args:
       path: the final ``.h5`` file.
       attrs: file attributes identifying the run (model, architecture, step, layer, dtype,
-        storage_dtype, pooling); an existing output with other values is refused.
+        storage_dtype, pooling, model_fingerprint: :data:`IDENTITY_ATTRS`); an existing output with other values
+        is refused.
       flush_bytes, flush_seconds: a part file is written when the buffer holds this much or is this old.
       overwrite: start over: ignore an existing output and its parts, and remove them when the first
         part is written (a run that fails before writing leaves them as they were).
