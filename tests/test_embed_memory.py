@@ -98,3 +98,28 @@ def test_a_chunked_long_protein_peaks_under_the_promised_bound(t5_run, tmp_path,
     promised = limits.peak_bytes(config, tokens)
     assert result["added"] <= promised, (result["added"] / 2**20, promised / 2**20)
     assert result["added"] > promised / 2  # and the bound is not so loose that windows are needlessly short
+
+
+def test_default_max_length_is_the_memory_bound_capped_by_the_positions(tmp_path):
+    """80% of the free memory decides, unless the model has fewer positions (BERT tiny: 128, so 126 residues)."""
+    from model_dirs import write_model_dir
+
+    write_model_dir(tmp_path / "bert", "bert")
+    bert = Embedder(model_io.load_model(tmp_path / "bert"), devices=jax_devices()[:1])
+    assert embed.default_max_length(bert, 4, available=int(24e9)) == bert.max_positions - 2 == 126
+    rows = bert.rows_per_memory(1)
+    little = int(limits.peak_bytes(bert.config, 60, rows=rows) / 0.8) + 1  # the bound, not the positions, decides
+    assert limits.max_tokens_for_memory(bert.config, little, 4, rows=rows) == 60
+    assert embed.default_max_length(bert, 4, available=little) == 58
+
+
+def test_prot_t5_xl_default_on_the_benchmark_machine():
+    """README and BENCHMARKS.md state ~4,900 residues for ProtT5-XL with ~18.7 GB free after its weights."""
+    tokens = limits.max_tokens_for_memory(configs.get_config("prot_t5_xl_u50"), int(18.7e9), 4, rows=1)
+    assert 4_800 <= tokens - 1 <= 5_000
+
+
+def jax_devices():
+    import jax
+
+    return jax.devices()
