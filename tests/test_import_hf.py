@@ -105,8 +105,8 @@ def test_training_starts_from_the_imported_weights(tmp_path, real_task, capsys):
     fresh = jax.jit(lambda k: module.init(k, **init_inputs)["params"])(params_key)
     apart = _distance(source, fresh)
     moved, from_fresh = _distance(trained.params, source), _distance(trained.params, fresh)
-    assert 0 < moved < 0.02 * apart, (moved, apart)  # two small steps away from the imported weights
-    assert from_fresh > 0.98 * apart, (from_fresh, apart)  # and nowhere near a fresh init
+    assert 0 < moved < 0.1 * apart, (moved, apart)  # two small steps away from the imported weights
+    assert from_fresh > 0.9 * apart, (from_fresh, apart)  # and nowhere near a fresh init
 
 
 def test_a_run_of_another_model_refuses_imported_weights(tmp_path, real_task, capsys):
