@@ -15,6 +15,8 @@ CLASS_KEY = "__config_class__"
 LAYOUT_ONLY_FIELDS = frozenset({
     "dtype", "param_dtype", "dropout_rate", "hidden_dropout_rate", "attention_dropout_rate",
     "float32_attention_logits", "scan_layers", "remat_policy",
+    # Transformer-XL / XLNet: dropout and how far attention reaches back are run settings, not weights.
+    "dropout", "dropatt", "mem_len", "reuse_len", "clamp_len", "same_length",
 })
 
 
@@ -23,8 +25,11 @@ def _config_classes() -> dict[str, type]:
     from prottrans_jax.models.bert import BertConfig
     from prottrans_jax.models.electra import ElectraConfig, ElectraPretrainingConfig
     from prottrans_jax.models.t5 import T5Config
+    from prottrans_jax.models.transfo_xl import TransfoXLConfig
+    from prottrans_jax.models.xlnet import XLNetConfig
 
-    return {c.__name__: c for c in (T5Config, BertConfig, AlbertConfig, ElectraConfig, ElectraPretrainingConfig)}
+    return {c.__name__: c for c in (T5Config, BertConfig, AlbertConfig, ElectraConfig, ElectraPretrainingConfig,
+                                    XLNetConfig, TransfoXLConfig)}
 
 
 def _dtype_name(value: Any) -> str:

@@ -23,8 +23,10 @@ from prottrans_jax.models.albert import AlbertConfig
 from prottrans_jax.models.bert import BertConfig
 from prottrans_jax.models.electra import ElectraConfig, ElectraPretrainingConfig, split_pretraining_params
 from prottrans_jax.models.t5 import T5Config
+from prottrans_jax.models.transfo_xl import TransfoXLConfig
+from prottrans_jax.models.xlnet import XLNetConfig
 
-FAMILIES = ("t5", "bert", "albert", "electra")
+FAMILIES = ("t5", "bert", "albert", "electra", "xlnet", "transfo_xl")
 # What our trainer's modules are, in HuggingFace's words.
 ARCHITECTURE_OF_CONFIG = {
     T5Config: "T5ForConditionalGeneration",
@@ -32,8 +34,13 @@ ARCHITECTURE_OF_CONFIG = {
     AlbertConfig: "AlbertForMaskedLM",
     ElectraConfig: "ElectraForPreTraining",
     ElectraPretrainingConfig: "ElectraPretrainingModel",
+    XLNetConfig: "XLNetLMHeadModel",
+    TransfoXLConfig: "TransfoXLLMHeadModel",
 }
-ENCODER_ONLY_ARCHITECTURES = ("T5EncoderModel", "BertModel", "AlbertModel", "ElectraModel")
+ENCODER_ONLY_ARCHITECTURES = ("T5EncoderModel", "BertModel", "AlbertModel", "ElectraModel", "XLNetModel",
+                              "TransfoXLModel")
+# The autoregressive pair: causal (Transformer-XL) and permutation (XLNet) language models.
+AUTOREGRESSIVE_FAMILIES = ("xlnet", "transfo_xl")
 
 
 @dataclasses.dataclass
@@ -41,8 +48,8 @@ class LoadedModel:
     """Weights and config of one model, unscanned, as host numpy.
 
     Attributes:
-      config: our config (``T5Config``, ``BertConfig``, ``AlbertConfig``, ``ElectraConfig`` or
-        ``ElectraPretrainingConfig``), with ``scan_layers=False``.
+      config: our config (``T5Config``, ``BertConfig``, ``AlbertConfig``, ``ElectraConfig``,
+        ``ElectraPretrainingConfig``, ``XLNetConfig`` or ``TransfoXLConfig``), with ``scan_layers=False``.
       params: nested dict of numpy arrays in our module's layout.
       architecture: what the params are, in HF's class names ('T5ForConditionalGeneration',
         'T5EncoderModel', 'BertForMaskedLM', 'BertModel', ..., or 'ElectraPretrainingModel' for our
@@ -59,7 +66,7 @@ class LoadedModel:
 
     @property
     def family(self) -> str:
-        """'t5', 'bert', 'albert' or 'electra'."""
+        """'t5', 'bert', 'albert', 'electra', 'xlnet' or 'transfo_xl'."""
         return family_of(self.architecture)
 
     @property
@@ -72,8 +79,10 @@ class LoadedModel:
 
 
 def family_of(architecture: str) -> str:
+    """The family of a HF class name: 'TransfoXLLMHeadModel' -> 'transfo_xl', 'XLNetModel' -> 'xlnet'."""
+    name = architecture.lower()
     for family in FAMILIES:
-        if architecture.lower().startswith(family):
+        if name.startswith(family.replace("_", "")):
             return family
     raise ValueError(f"unknown architecture {architecture!r}")
 
@@ -88,7 +97,7 @@ def load_model(path: str | pathlib.Path, *, step: Optional[int] = None, config_n
       step: which checkpoint of a model directory (default: the newest finished one).
       config_name: a registered config name (``prot_t5_xl_u50``...) for checkpoints that carry no
         model config of their own (t5x's); for ours it must agree with the saved one.
-      family: if given ('t5', 'bert', 'albert', 'electra'), refuse a model of any other family.
+      family: if given (one of :data:`FAMILIES`), refuse a model of any other family.
 
     Raises:
       FileNotFoundError: nothing at ``path``, or no finished checkpoint there.
@@ -132,9 +141,9 @@ def _require_named(config: Any, config_name: str, where) -> None:
 # HuggingFace folders.
 # ---------------------------------------------------------------------------------------
 def load_hf(hf_dir: str | pathlib.Path) -> LoadedModel:
-    """A HF T5 / BERT / ALBERT / ELECTRA folder. An ``ElectraForPreTraining`` folder with a
-    ``generator/`` sub-folder (as ``export-hf`` writes) loads as the generator + discriminator pair."""
-    from prottrans_jax.hf import encoder_maps, t5_map
+    """A HF T5 / BERT / ALBERT / ELECTRA / XLNet / Transformer-XL folder. An ``ElectraForPreTraining``
+    folder with a ``generator/`` sub-folder (as ``export-hf`` writes) loads as the generator + discriminator pair."""
+    from prottrans_jax.hf import encoder_maps, t5_map, xlnet_map
 
     config_path, hf_config = read_config_json(hf_dir)
     model_type = hf_config.get("model_type")
@@ -142,9 +151,17 @@ def load_hf(hf_dir: str | pathlib.Path) -> LoadedModel:
         config, params = t5_map.import_t5(hf_dir)
         arch = "T5ForConditionalGeneration" if "decoder" in params else "T5EncoderModel"
         return LoadedModel(config, params, arch, str(hf_dir))
+    if model_type == "xlnet":
+        arch, config, params = xlnet_map.import_hf(hf_dir)
+        return LoadedModel(config, params, arch, str(hf_dir))
+    if model_type == "transfo-xl":
+        from prottrans_jax.hf import transfo_xl_map
+
+        arch, config, params = transfo_xl_map.import_hf(hf_dir)
+        return LoadedModel(config, params, arch, str(hf_dir))
     if model_type not in encoder_maps.BASE_ARCHITECTURE:
         raise CheckpointError(f"{config_path}: model_type {model_type!r} is not a family prottrans-jax reads "
-                              f"(t5, bert, albert, electra)")
+                              f"(t5, bert, albert, electra, xlnet, transfo-xl)")
     arch, config, params = encoder_maps.import_hf(hf_dir)
     generator_dir = pathlib.Path(hf_dir) / "generator"
     if arch == "ElectraForPreTraining" and (generator_dir / "config.json").is_file():
