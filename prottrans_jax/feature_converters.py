@@ -7,7 +7,7 @@ from typing import Mapping
 import seqio
 import tensorflow as tf
 
-from prottrans_jax import alphabet
+from prottrans_jax import alphabet, causal_lm_data
 
 FeatureSpec = seqio.FeatureConverter.FeatureSpec
 
@@ -57,6 +57,8 @@ def get_feature_converter(objective: str, pack: bool = False) -> seqio.FeatureCo
         return seqio.EncDecFeatureConverter(pack=pack)
     if objective in ("bert_mlm", "electra"):
         return MLMFeatureConverter(pack=pack)
+    if objective == "txl_causal_lm":
+        return causal_lm_data.CausalLMFeatureConverter(pack=pack)
     raise ValueError(
-        f"unknown objective {objective!r}; expected prot_t5_denoise, span_corruption, bert_mlm or electra"
+        f"unknown objective {objective!r}; expected prot_t5_denoise, span_corruption, bert_mlm, electra or txl_causal_lm"
     )

@@ -7,11 +7,13 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from prottrans_jax import causal_lm
 from prottrans_jax.models.albert import AlbertConfig, AlbertForMaskedLM
 from prottrans_jax.models.bert import BertConfig, BertForMaskedLM
 from prottrans_jax.models.configs import build_model
 from prottrans_jax.models.electra import ElectraPretrainingConfig, ElectraPretrainingModel
 from prottrans_jax.models.t5 import T5Config
+from prottrans_jax.models.transfo_xl import TransfoXLConfig
 
 
 def _t5_logits_fn(module) -> Callable:
@@ -84,6 +86,8 @@ _ADAPTERS: dict[type, tuple[Callable, Callable, tuple[str, ...]]] = {
     BertConfig: (_mlm_logits_fn, _encoder_init_inputs, _MLM),
     AlbertConfig: (_mlm_logits_fn, _encoder_init_inputs, _MLM),
     ElectraPretrainingConfig: (_electra_logits_fn, _electra_init_inputs, ("electra",)),
+    # one segment per call, memory in and out: causal_lm.CausalLMObjective scans a window's segments
+    TransfoXLConfig: (causal_lm.txl_logits_fn, causal_lm.txl_init_inputs, (causal_lm.OBJECTIVE,)),
 }
 _MODULES = {BertConfig: BertForMaskedLM, AlbertConfig: AlbertForMaskedLM, ElectraPretrainingConfig: ElectraPretrainingModel}
 

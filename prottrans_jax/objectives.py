@@ -186,3 +186,8 @@ OBJECTIVE_FOR_TASK = {
     "bert_mlm": MaskedLMObjective,
     "electra": ElectraObjective,
 }
+
+# Transformer-XL's causal LM scans a window's segments with memory; its module uses cross_entropy_sums above.
+from prottrans_jax.causal_lm import CausalLMObjective  # noqa: E402
+
+OBJECTIVE_FOR_TASK["txl_causal_lm"] = CausalLMObjective

@@ -116,7 +116,7 @@ def numpy_batches(ds: tf.data.Dataset) -> Iterator[dict]:
 
 def _renderer(objective: str):
     """id -> short display token for one vocabulary."""
-    if objective in ("bert_mlm", "electra"):
+    if objective in ("bert_mlm", "electra", "txl_causal_lm"):
         tokens = alphabet.prot_bert_tokens()
         names = {0: "", alphabet.PROT_BERT_MASK_ID: "_", alphabet.PROT_BERT_CLS_ID: "^", alphabet.PROT_BERT_SEP_ID: "$"}
     else:
@@ -133,8 +133,8 @@ def preview_lines(task_name: str, num: int = 3, length: int = 64, seed: int = 0,
     ds = get_dataset(task_name, length=length, batch_size=1, split=split, seed=seed, num_epochs=1)
     for i, batch in enumerate(numpy_batches(ds.take(num))):
         ex = {k: np.asarray(v[0]) for k, v in batch.items()}
-        if "decoder_target_tokens" in ex:
-            yield f"[{i}] inputs : {render(ex['encoder_input_tokens'])}"
+        if "decoder_target_tokens" in ex:  # encoder-decoder, or the causal LM's decoder inputs
+            yield f"[{i}] inputs : {render(ex.get('encoder_input_tokens', ex.get('decoder_input_tokens')))}"
             yield f"[{i}] targets: {render(ex['decoder_target_tokens'])}"
         else:
             yield f"[{i}] inputs : {render(ex['encoder_input_tokens'])}"

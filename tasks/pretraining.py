@@ -1,4 +1,4 @@
-"""Registers the family of pretraining tasks (ProtT5 denoising, span corruption, BERT MLM, ELECTRA) for one corpus."""
+"""Registers the family of pretraining tasks (ProtT5 denoising, span corruption, BERT MLM, ELECTRA, TXL causal LM) for one corpus."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Optional
 
 import seqio
 
-from prottrans_jax import data_sources, preprocessors
+from prottrans_jax import causal_lm_data, data_sources, preprocessors, vocab
 from prottrans_jax.vocab import ProtBertVocabulary, ProtT5Vocabulary
 from prottrans_jax_tasks.metrics import T5_METRICS
 
-OBJECTIVES = ("prot_t5_denoise", "span_corruption", "bert_mlm", "electra")
+OBJECTIVES = ("prot_t5_denoise", "span_corruption", "bert_mlm", "electra", "txl_causal_lm")
 
 
 def t5_output_features() -> dict[str, seqio.Feature]:
@@ -34,6 +34,23 @@ def mlm_output_features() -> dict[str, seqio.Feature]:
     }
 
 
+def causal_lm_output_features() -> dict[str, seqio.Feature]:
+    """ProtTXL: ProtBert's vocabulary; [CLS]/[SEP] and the one-token shift come from the txl_causal_lm preprocessor."""
+    vocabulary = vocab.get_vocabulary("prot_bert")
+    return {
+        "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=False),
+        "targets": seqio.Feature(vocabulary=vocabulary, add_eos=False),
+    }
+
+
+def _output_features(objective: str) -> dict[str, seqio.Feature]:
+    if objective in ("prot_t5_denoise", "span_corruption"):
+        return t5_output_features()
+    if objective == "txl_causal_lm":
+        return causal_lm_output_features()
+    return mlm_output_features()
+
+
 def _objective_preprocessors(objective: str, noise_density: float) -> list:
     """Preprocessors that run after tokenization (and after the cache placeholder)."""
     if objective == "prot_t5_denoise":
@@ -47,6 +64,8 @@ def _objective_preprocessors(objective: str, noise_density: float) -> list:
         return [functools.partial(preprocessors.masked_lm, noise_density=noise_density)]
     if objective == "electra":
         return [functools.partial(preprocessors.electra_inputs, noise_density=noise_density)]
+    if objective == "txl_causal_lm":
+        return [causal_lm_data.txl_causal_lm]
     raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
 
 
@@ -77,7 +96,7 @@ def register_objective_tasks(
                 seqio.CacheDatasetPlaceholder(),
                 *_objective_preprocessors(objective, noise_density),
             ],
-            output_features=t5_output_features() if is_t5 else mlm_output_features(),
+            output_features=_output_features(objective),
             # t5x.eval needs a metric; encoder-only (MLM, ELECTRA) tasks are not decoded.
             metric_fns=list(T5_METRICS) if is_t5 else [],
         )
