@@ -168,11 +168,18 @@ class ProtBertVocabulary(_ResidueVocabulary):
         return alphabet.PROT_BERT_MASK_ID
 
 
-_VOCABULARIES = {"prot_t5": ProtT5Vocabulary, "prot_bert": ProtBertVocabulary}
+def _prot_xlnet() -> _ResidueVocabulary:
+    from prottrans_jax import xlnet_vocab  # it subclasses this module's base: imported on demand
+
+    return xlnet_vocab.ProtXLNetVocabulary()
+
+
+# ProtTXL uses "prot_bert" (see prottrans_jax.xlnet_vocab).
+_VOCABULARIES = {"prot_t5": ProtT5Vocabulary, "prot_bert": ProtBertVocabulary, "prot_xlnet": _prot_xlnet}
 
 
 def get_vocabulary(name: str) -> _ResidueVocabulary:
-    """Returns the vocabulary called ``name`` ("prot_t5" or "prot_bert")."""
+    """Returns the vocabulary called ``name`` ("prot_t5", "prot_bert" or "prot_xlnet")."""
     try:
         return _VOCABULARIES[name]()
     except KeyError:
