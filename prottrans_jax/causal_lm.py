@@ -45,7 +45,8 @@ def num_segments(window: int, segment_length: int) -> int:
     if segment_length <= 0 or window % segment_length:
         raise ValueError(
             f"the causal LM window of {window} tokens (TASK_FEATURE_LENGTHS) is not a whole number of segments of "
-            f"{segment_length} (CausalLMObjective.segment_length); make the window a multiple of the segment length")
+            f"{segment_length} (SEGMENT_LENGTH in the run gins, CausalLMObjective.segment_length); make the window a "
+            "multiple of the segment length")
     return window // segment_length
 
 
