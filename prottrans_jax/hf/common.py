@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -195,3 +196,206 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+# ---------------------------------------------------------------------------------------
+# Table-driven import and export (what every family's map does with its rows).
+# ---------------------------------------------------------------------------------------
+Row = tuple[str, str, str]  # (HF tensor name, our parameter path, transform)
+
+
+def module_param_shapes(module) -> dict[str, tuple[int, ...]]:
+    """A Linen module's flat parameter shapes from its ``dummy_inputs()``, computed abstractly (nothing allocated)."""
+    import jax
+    from flax.core import unfreeze
+
+    shapes = jax.eval_shape(lambda rng: module.init(rng, **module.dummy_inputs()), jax.random.key(0))
+    return {k: tuple(v.shape) for k, v in flatten_params(unfreeze(shapes["params"])).items()}
+
+
+def read_table(reader: TensorReader, rows: Iterable[Row], expected: Mapping[str, tuple[int, ...]], context: str,
+               names: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Our flat params from expanded table rows, each HF tensor's presence and shape checked before it is read.
+
+    Args:
+      reader: the HF folder's tensors.
+      rows: expanded rows ``(hf_name, our_path, transform)``.
+      expected: our flat parameter shapes (unscanned).
+      context: what is being read, for messages (``'XLNetModel(...) from dir/config.json'``).
+      names: HF name -> name stored in the file, where they differ (old checkpoints' LayerNorm gamma/beta).
+
+    Raises:
+      CheckpointError: a tensor is missing or has another shape, naming the file, the tensor and ``context``.
+    """
+    stored = {n: n for n in reader.keys()} if names is None else names
+    flat = {}
+    for hf_name, our_path, transform in rows:
+        want = transformed_shape(expected[our_path], transform)
+        if hf_name not in stored:
+            raise CheckpointError(f"{reader.file_of(hf_name)}: tensor {hf_name!r} is missing "
+                                  f"(expected shape {want} for {context})")
+        found = reader.shape(stored[hf_name])
+        if found != want:
+            raise CheckpointError(f"{reader.file_of(stored[hf_name])}: tensor {hf_name!r} has shape {found}, "
+                                  f"expected {want} for {context}")
+        flat[our_path] = apply_transform(reader.get(stored[hf_name]), transform)
+    return flat
+
+
+def check_tied_copy(reader: TensorReader, name: str, stored: str | None, source: str, source_value: np.ndarray,
+                    tie_declared: bool, context: str) -> None:
+    """Our output layers are tied to their ``source``: refuses a distinct ``name`` in the file (atol 1e-6).
+
+    Args:
+      reader: the HF folder's tensors.
+      name: the output layer's HF name; ``stored``: its name in the file, or None when absent.
+      source: the HF name it is tied to; ``source_value``: that tensor as HF stores it.
+      tie_declared: the config's ``tie_word_embeddings`` (an absent copy is fine only when true).
+      context: what is being read, for messages.
+
+    Raises:
+      CheckpointError: shapes or values differ, or the file is declared untied but lacks ``name``.
+    """
+    if stored is None:
+        if not tie_declared:
+            raise CheckpointError(f"{reader.file_of(name)}: tie_word_embeddings is false but tensor {name!r} is "
+                                  f"missing ({context})")
+        return
+    value = reader.get(stored)
+    if value.shape != source_value.shape or not np.allclose(value, source_value, rtol=0, atol=1e-6):
+        raise CheckpointError(f"{reader.file_of(stored)}: tensor {name!r} differs from {source!r}; untied output "
+                              f"layers are not supported ({context})")
+
+
+def refuse_leftovers(reader: TensorReader, leftovers: Iterable[str], context: str,
+                     names: Mapping[str, str] | None = None) -> None:
+    """Refuses tensors that no table row, tied copy or ignored prefix accounts for.
+
+    Raises:
+      CheckpointError: naming how many, their file and the first three.
+    """
+    extra = sorted(leftovers)
+    if extra:
+        stored = extra[0] if names is None else names[extra[0]]
+        raise CheckpointError(f"{reader.file_of(stored)}: {len(extra)} tensor(s) do not belong to {context}, e.g. "
+                              f"{extra[:3]}; is the config.json from a different model?")
+
+
+def export_table(params: Mapping, rows: Iterable[Row], expected: Mapping[str, tuple[int, ...]],
+                 describe: str) -> dict[str, np.ndarray]:
+    """HF tensors (float32 numpy) from our params, scanned or not (numpy or jax arrays, sharded or not).
+
+    Raises:
+      CheckpointError: a parameter a row needs is missing or has another shape than ``expected``.
+    """
+    import jax
+    from flax.core import unfreeze
+
+    from prottrans_jax.models import layers
+
+    flat = flatten_params(layers.unstack_layer_params(unfreeze(params)))
+    tensors = {}
+    for hf_name, our_path, transform in rows:
+        if our_path not in flat:
+            raise CheckpointError(f"params: {our_path!r} is missing (needed for {hf_name!r}, {describe})")
+        value = np.asarray(jax.device_get(flat[our_path]), np.float32)
+        if value.shape != expected[our_path]:
+            raise CheckpointError(f"params: {our_path!r} has shape {value.shape}, expected {expected[our_path]} "
+                                  f"for {describe}")
+        tensors[hf_name] = apply_transform(value, transform)
+    return tensors
+
+
+def write_hf_folder(out_dir: str | pathlib.Path, tensors: Mapping[str, np.ndarray], hf_config: Mapping[str, Any],
+                    dtype: str = "float32") -> pathlib.Path:
+    """Writes ``model.safetensors`` (as ``dtype``) and ``config.json`` into ``out_dir`` (created); returns it."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_safetensors(tensors, out / SAFETENSORS, dtype)
+    (out / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def nest_params(flat: Mapping[str, Any], scan_layers: bool) -> dict:
+    """Flat unscanned params -> the nested tree a module with (``scan_layers``) or without scan expects."""
+    params = unflatten_params(flat)
+    if scan_layers:
+        from prottrans_jax.models import layers
+
+        params = layers.stack_layer_params(params)
+    return params
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixedFamilies:
+    """An LM-head model whose backbone tensors sit under ``transformer.``, and its bare backbone, whose
+    tensors may or may not (XLNet, Transformer-XL): tables, shapes, which one a folder holds.
+
+    Attributes:
+      name: the family in words, for messages ('XLNet').
+      lm_head: HF class of the LM-head model ('XLNetLMHeadModel').
+      backbone: HF class of the bare model ('XLNetModel').
+      modules: HF class -> (our module class, its table: ``{base}`` and ``{i}`` unexpanded).
+    """
+
+    name: str
+    lm_head: str
+    backbone: str
+    modules: Mapping[str, tuple[type, tuple[Row, ...]]]
+
+    def module(self, family: str) -> type:
+        """Our module class for ``family``.
+
+        Raises:
+          ValueError: ``family`` is not one of ours.
+        """
+        if family not in self.modules:
+            raise ValueError(f"unknown {self.name} family {family!r}; expected one of {sorted(self.modules)}")
+        return self.modules[family][0]
+
+    def expected_shapes(self, family: str, config) -> dict[str, tuple[int, ...]]:
+        """Our flat parameter shapes (unscanned) for ``family``, computed abstractly from the module."""
+        return module_param_shapes(self.module(family)(config.replace(scan_layers=False, remat_policy="none")))
+
+    def rows(self, family: str, config, base: str | None = None) -> list[Row]:
+        """Expanded rows ``[(hf_name, our_path, transform), ...]`` whose parameter ``config`` has.
+
+        Args:
+          family: ``lm_head`` or ``backbone``.
+          config: our config (``n_layer`` and whatever decides which parameters exist).
+          base: backbone prefix; default 'transformer.' for the LM head and '' for the bare model.
+        """
+        expected = self.expected_shapes(family, config)
+        base = self.default_base(family) if base is None else base
+        rows = self.modules[family][1]
+        rows = expand_rows(((hf.replace("{base}", base), ours, t) for hf, ours, t in rows), config.n_layer)
+        return [r for r in rows if r[1] in expected]
+
+    def default_base(self, family: str) -> str:
+        """The prefix ``export`` writes: 'transformer.' for the LM head, '' for the bare model."""
+        return "transformer." if family == self.lm_head else ""
+
+    def resolve(self, hf_config: Mapping[str, Any], family: str | None = None) -> str:
+        """``family`` when given (checked), else the LM head when the file declares it, else the backbone."""
+        if family is not None:
+            self.module(family)
+            return family
+        declared = (hf_config.get("architectures") or [None])[0]
+        return self.lm_head if declared == self.lm_head else self.backbone
+
+    def base_of(self, reader: TensorReader, family: str) -> str:
+        """The prefix a folder uses ('transformer.' or '').
+
+        Raises:
+          CheckpointError: an LM head is asked for but the file has no 'transformer.*' tensors.
+        """
+        base = "transformer." if any(n.startswith("transformer.") for n in reader.keys()) else ""
+        if family == self.lm_head and not base:
+            raise CheckpointError(f"{reader.file_of('transformer.')}: no 'transformer.*' tensors, so no "
+                                  f"{self.lm_head}; import it as family {self.backbone!r}")
+        return base
+
+    def refuse_unknown(self, reader: TensorReader, family: str, base: str, known: set[str], context: str) -> None:
+        """Refuses tensors outside ``known``; a bare model reads the backbone of any head's file (head ignored)."""
+        refuse_leftovers(reader, (n for n in set(reader.keys()) - known
+                                  if family == self.lm_head or n.startswith(base)), context)

@@ -8,33 +8,25 @@ Nothing here touches tokenizer files (ProtXLNet's SentencePiece vocabulary is se
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Mapping
 from typing import Any
 
-import jax
-import numpy as np
-from flax.core import unfreeze
-
 from prottrans_jax.hf.common import (
     IDENTITY,
-    SAFETENSORS,
     TRANSPOSE,
     CheckpointError,
+    PrefixedFamilies,
+    Row,
     TensorReader,
-    apply_transform,
-    expand_rows,
-    flatten_params,
+    check_tied_copy,
+    export_table,
+    nest_params,
     read_config_json,
-    save_safetensors,
-    transformed_shape,
-    unflatten_params,
+    read_table,
+    write_hf_folder,
 )
-from prottrans_jax.models import layers
 from prottrans_jax.models.xlnet import XLNetConfig, XLNetLMHeadModel, XLNetModel
-
-Row = tuple[str, str, str]
 
 # One layer: (HF name inside ``{base}layer.{i}.``, our path inside ``stack/layers_{i}/``, transform).
 _LAYER: tuple[Row, ...] = tuple((f"rel_attn.{n}", f"rel_attn/{n}", IDENTITY) for n in (
@@ -110,30 +102,10 @@ def config_to_hf(family: str, config: XLNetConfig, dtype: str = "float32") -> di
 # ---------------------------------------------------------------------------------------
 # Tables expanded for one config.
 # ---------------------------------------------------------------------------------------
-def _family(family: str) -> tuple[type, tuple[Row, ...]]:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown XLNet family {family!r}; expected one of {sorted(FAMILIES)}")
-    return FAMILIES[family]
-
-
-def weight_map(family: str, config: XLNetConfig, base: str | None = None) -> list[Row]:
-    """The expanded rows ``[(hf_name, our_path, transform), ...]`` (unscanned paths).
-
-    Args:
-      family: 'XLNetLMHeadModel' or 'XLNetModel'.
-      config: our config (its layer count).
-      base: backbone prefix; default 'transformer.' for the LM head and '' for the bare model.
-    """
-    _, rows = _family(family)
-    base = ("transformer." if family == "XLNetLMHeadModel" else "") if base is None else base
-    return expand_rows(((hf.replace("{base}", base), ours, t) for hf, ours, t in rows), config.n_layer)
-
-
-def expected_param_shapes(family: str, config: XLNetConfig) -> dict[str, tuple[int, ...]]:
-    """Our flat parameter shapes (unscanned) for ``family``, computed abstractly from the module."""
-    module = _family(family)[0](config.replace(scan_layers=False, remat_policy="none"))
-    shapes = jax.eval_shape(lambda rng: module.init(rng, **module.dummy_inputs()), jax.random.key(0))
-    return {k: tuple(v.shape) for k, v in flatten_params(unfreeze(shapes["params"])).items()}
+MAP = PrefixedFamilies("XLNet", "XLNetLMHeadModel", "XLNetModel", FAMILIES)
+weight_map = MAP.rows  # (family, config, base=None) -> expanded rows
+expected_param_shapes = MAP.expected_shapes  # (family, config) -> our flat shapes
+resolve_family = MAP.resolve  # (hf_config, family=None) -> 'XLNetLMHeadModel' or 'XLNetModel'
 
 
 def _describe(family: str, config: XLNetConfig) -> str:
@@ -144,52 +116,14 @@ def _describe(family: str, config: XLNetConfig) -> str:
 # ---------------------------------------------------------------------------------------
 # Import.
 # ---------------------------------------------------------------------------------------
-def resolve_family(hf_config: Mapping[str, Any], family: str | None = None) -> str:
-    """'XLNetLMHeadModel' when asked or declared, else 'XLNetModel' (other heads' backbones).
-
-    Raises:
-      ValueError: ``family`` is not one of ours.
-    """
-    if family is not None:
-        _family(family)
-        return family
-    declared = (hf_config.get("architectures") or [None])[0]
-    return "XLNetLMHeadModel" if declared == "XLNetLMHeadModel" else "XLNetModel"
-
-
-def _read_rows(reader: TensorReader, rows: list[Row], expected: Mapping[str, tuple[int, ...]],
-               context: str) -> dict[str, np.ndarray]:
-    """Our flat params from the table, each HF tensor's shape checked before it is read."""
-    names = set(reader.keys())
-    flat = {}
-    for hf_name, our_path, transform in rows:
-        want = transformed_shape(expected[our_path], transform)
-        if hf_name not in names:
-            raise CheckpointError(f"{reader.file_of(hf_name)}: tensor {hf_name!r} is missing "
-                                  f"(expected shape {want} for {context})")
-        if reader.shape(hf_name) != want:
-            raise CheckpointError(f"{reader.file_of(hf_name)}: tensor {hf_name!r} has shape {reader.shape(hf_name)}, "
-                                  f"expected {want} for {context}")
-        flat[our_path] = apply_transform(reader.get(hf_name), transform)
-    return flat
-
-
-def _check_rest(reader: TensorReader, family: str, base: str, rows: list[Row], flat: Mapping[str, np.ndarray],
+def _check_rest(reader: TensorReader, family: str, base: str, rows: list[Row], flat: Mapping, tie: bool,
                 context: str) -> None:
     """The tied head equals the embedding; a bare model ignores other heads; nothing else is left over."""
-    names = set(reader.keys())
     tied, source = TIED[0], TIED[1].replace("{base}", base)
-    if family == "XLNetLMHeadModel" and tied in names:
-        value = reader.get(tied)
-        if value.shape != flat["word_embedding/embedding"].shape or not np.allclose(
-                value, flat["word_embedding/embedding"], rtol=0, atol=1e-6):
-            raise CheckpointError(f"{reader.file_of(tied)}: tensor {tied!r} differs from {source!r}; untied output "
-                                  f"layers are not supported ({context})")
-    known = {r[0] for r in rows} | {tied}
-    extra = sorted(n for n in names - known if family == "XLNetLMHeadModel" or n.startswith(base))
-    if extra:
-        raise CheckpointError(f"{reader.file_of(extra[0])}: {len(extra)} tensor(s) do not belong to {context}, e.g. "
-                              f"{extra[:3]}; is the config.json from a different model?")
+    if family == "XLNetLMHeadModel":
+        check_tied_copy(reader, tied, tied if tied in reader.keys() else None, source,
+                        flat["word_embedding/embedding"], tie, context)
+    MAP.refuse_unknown(reader, family, base, {r[0] for r in rows} | {tied}, context)
 
 
 def import_hf(hf_dir: str | pathlib.Path, family: str | None = None, **overrides: Any):
@@ -212,19 +146,13 @@ def import_hf(hf_dir: str | pathlib.Path, family: str | None = None, **overrides
     family = resolve_family(hf_config, family)
     config = config_from_hf(hf_config, source)  # refuse bad configs before reading weights
     reader = TensorReader(hf_dir)
-    base = "transformer." if any(n.startswith("transformer.") for n in reader.keys()) else ""
-    if family == "XLNetLMHeadModel" and not base:
-        raise CheckpointError(f"{reader.file_of(TIED[0])}: no 'transformer.*' tensors, so no XLNetLMHeadModel; "
-                              "import it with family 'XLNetModel'")
+    base = MAP.base_of(reader, family)
     rows = weight_map(family, config, base)
     context = f"{_describe(family, config)} from {config_path}"
-    flat = _read_rows(reader, rows, expected_param_shapes(family, config), context)
-    _check_rest(reader, family, base, rows, flat, context)
+    flat = read_table(reader, rows, expected_param_shapes(family, config), context)
+    _check_rest(reader, family, base, rows, flat, hf_config.get("tie_word_embeddings", True) is not False, context)
     config = config.replace(**overrides) if overrides else config
-    params = unflatten_params(flat)
-    if config.scan_layers:
-        params = layers.stack_layer_params(params)
-    return family, config, params
+    return family, config, nest_params(flat, config.scan_layers)
 
 
 # ---------------------------------------------------------------------------------------
@@ -248,21 +176,6 @@ def export_hf(family: str, config: XLNetConfig, params: Mapping, out_dir: str | 
       CheckpointError: a parameter is missing or has the wrong shape.
       ValueError: unknown family.
     """
-    _family(family)
-    flat = flatten_params(layers.unstack_layer_params(unfreeze(params)))
-    expected = expected_param_shapes(family, config)
-    tensors = {}
-    for hf_name, our_path, transform in weight_map(family, config):
-        if our_path not in flat:
-            raise CheckpointError(f"params: {our_path!r} is missing (needed for {hf_name!r}, "
-                                  f"{_describe(family, config)})")
-        value = np.asarray(jax.device_get(flat[our_path]), np.float32)
-        if value.shape != expected[our_path]:
-            raise CheckpointError(f"params: {our_path!r} has shape {value.shape}, expected {expected[our_path]} for "
-                                  f"{_describe(family, config)}")
-        tensors[hf_name] = apply_transform(value, transform)
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(tensors, out / SAFETENSORS, dtype)
-    (out / "config.json").write_text(json.dumps(config_to_hf(family, config, dtype), indent=2, sort_keys=True) + "\n")
-    return out
+    tensors = export_table(params, weight_map(family, config), expected_param_shapes(family, config),
+                           _describe(family, config))
+    return write_hf_folder(out_dir, tensors, config_to_hf(family, config, dtype), dtype)
