@@ -30,6 +30,8 @@ def _cmd_write_tokenizer(args) -> int:
 
     from prottrans_jax import alphabet, atomic_files
 
+    if args.family == "prot_xlnet":
+        return _write_xlnet_tokenizer(args)
     path = os.path.join(args.out, "spiece.model" if args.family == "prot_t5" else "vocab.txt")
     atomic_files.refuse_existing(path, args.overwrite, "tokenizer file")
     os.makedirs(args.out, exist_ok=True)
@@ -39,6 +41,25 @@ def _cmd_write_tokenizer(args) -> int:
         else:
             alphabet.write_prot_bert_vocab(str(tmp))
     print(f"wrote {path}")
+    return 0
+
+
+def _write_xlnet_tokenizer(args) -> int:
+    """ProtXLNet needs its two JSON files beside spiece.model (its unknown token is named X): all three, whole."""
+    import os
+    import tempfile
+
+    from prottrans_jax import atomic_files
+    from prottrans_jax.hf import tokenizer_files
+
+    paths = [os.path.join(args.out, name) for name in tokenizer_files.XLNET_TOKENIZER_FILES]
+    atomic_files.refuse_existing(paths, args.overwrite, "tokenizer file")
+    os.makedirs(args.out, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.out, prefix=".xlnet-tokenizer-") as tmp:
+        tokenizer_files.write_xlnet_tokenizer(tmp)
+        for name, path in zip(tokenizer_files.XLNET_TOKENIZER_FILES, paths):
+            os.replace(os.path.join(tmp, name), path)
+    print(f"wrote {', '.join(paths)}")
     return 0
 
 
@@ -223,9 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("fasta", help="a FASTA path or glob (plain or .gz)")
     p.set_defaults(func=_cmd_validate_fasta)
 
-    p = sub.add_parser("write-tokenizer", help="write the ProtT5 SentencePiece model or the ProtBert vocab.txt")
-    p.add_argument("--family", choices=("prot_t5", "prot_bert"), default="prot_t5",
-                   help="prot_t5: spiece.model (128 ids with sentinels); prot_bert: vocab.txt (30 ids)")
+    p = sub.add_parser("write-tokenizer",
+                       help="write the ProtT5 or ProtXLNet SentencePiece model or the ProtBert vocab.txt")
+    p.add_argument("--family", choices=("prot_t5", "prot_bert", "prot_xlnet"), default="prot_t5",
+                   help="prot_t5: spiece.model (128 ids with sentinels); prot_bert: vocab.txt (30 ids, also "
+                        "ProtTXL's); prot_xlnet: spiece.model, tokenizer_config.json, special_tokens_map.json (37 ids)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true", help="replace a tokenizer file already in --out")
     p.set_defaults(func=_cmd_write_tokenizer)
