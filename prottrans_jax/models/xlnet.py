@@ -141,14 +141,18 @@ def attention_masks(config: XLNetConfig, qlen: int, mlen: int, attention_mask: A
       config: model config (``attn_type``, ``same_length``).
       qlen: segment length.
       mlen: memory length.
-      attention_mask: optional ``[batch, q]``, 1 for tokens, 0 for padding (memory is always visible).
+      attention_mask: optional ``[batch, q]``, 1 for tokens, 0 for padding (memory is always visible), or
+        ``[batch, m + q]`` to mask memory positions too (a fixed-size, partly filled memory in decoding).
       perm_mask: optional ``[batch, q, q]``, 1 where query ``i`` may not attend to ``j``.
 
     Returns:
       ``(mask_h, mask_g)``: the content stream may also attend to its own position, the query stream not.
     """
     mask = jnp.asarray(uni_mask(qlen, mlen, config.same_length))[None, None] if config.attn_type == "uni" else None
-    data = None
+    data, mem_data = None, None
+    if attention_mask is not None and mlen and attention_mask.shape[1] == mlen + qlen:
+        mem_data = (1.0 - attention_mask[:, :mlen].astype(jnp.float32))[:, None, :]  # [batch, 1, m]
+        attention_mask = attention_mask[:, mlen:]
     if attention_mask is not None:
         data = (1.0 - attention_mask.astype(jnp.float32))[:, None, :]  # [batch, 1, q]: keys only
     if perm_mask is not None:
@@ -156,7 +160,8 @@ def attention_masks(config: XLNetConfig, qlen: int, mlen: int, attention_mask: A
         data = perm if data is None else data + perm
     if data is not None:
         if mlen:
-            data = jnp.concatenate([jnp.zeros(data.shape[:2] + (mlen,), data.dtype), data], axis=-1)
+            mem = jnp.zeros((1, 1, mlen), data.dtype) if mem_data is None else mem_data
+            data = jnp.concatenate([jnp.broadcast_to(mem, data.shape[:2] + (mlen,)), data], axis=-1)
         data = data[:, None]  # [batch, 1, q or 1, k]
         mask = data if mask is None else mask + data
     if mask is None:
@@ -369,7 +374,8 @@ class XLNetModel(nn.Module):
 
         Args:
           input_ids: ``[batch, q]`` ids (or give ``inputs_embeds [batch, q, embed]``).
-          attention_mask: optional ``[batch, q]``, 1 for tokens, 0 for padding (ProtXLNet pads on the left).
+          attention_mask: optional ``[batch, q]``, 1 for tokens, 0 for padding (ProtXLNet pads on the left);
+            ``[batch, m + q]`` also masks memory positions.
           mems: ``[batch, layers, m, embed]`` from the previous segment (None: no memory).
           perm_mask: optional ``[batch, q, q]``, 1 where token ``i`` may not attend to token ``j``.
           target_mapping: optional ``[batch, num_predict, q]`` one-hot rows: the positions the query
