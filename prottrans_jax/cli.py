@@ -155,6 +155,9 @@ def _cmd_export_hf(args) -> int:
         # value only to decide the output scaling), then finds two different matrices and keeps them apart.
         print("note: transformers 5 logs 'The tied weights mapping ... so we will NOT tie them' when loading "
               "this (as for Rostlab's ProtT5): expected, the separate lm_head is kept, as ProtT5 has one")
+    if written.startswith("TransfoXL"):
+        print("note: transformers 5 has no TransfoXL; load it with transformers 4.35 (pip install "
+              "transformers==4.35.2), the last release that has it")
     return 0
 
 
@@ -227,12 +230,15 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
 
+# model_io.FAMILIES, spelled out so that building the parser imports no model code.
+MODEL_FAMILIES = ("t5", "bert", "albert", "electra", "xlnet", "transfo_xl")
+
+
 def _add_model_args(p, model_flag: str) -> None:
     p.add_argument("--step", type=int, default=None, help="checkpoint step (default: the newest)")
     p.add_argument("--config", default=None,
                    help="named model config, for checkpoints that record none (t5x's), e.g. prot_t5_xl_u50")
-    p.add_argument("--family", default=None, choices=("t5", "bert", "albert", "electra"),
-                   help=f"refuse a {model_flag} of another family")
+    p.add_argument("--family", default=None, choices=MODEL_FAMILIES, help=f"refuse a {model_flag} of another family")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,8 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-hf", help="write a HuggingFace model as an Orbax checkpoint our trainer starts from")
     p.add_argument("--hf", required=True, help="HF folder (config.json + model.safetensors or pytorch_model.bin)")
     p.add_argument("--out", required=True, help="new training directory (MODEL_DIR)")
-    p.add_argument("--family", default=None, choices=("t5", "bert", "albert", "electra"),
-                   help="refuse a folder of another family")
+    p.add_argument("--family", default=None, choices=MODEL_FAMILIES, help="refuse a folder of another family")
     p.add_argument("--overwrite", action="store_true", help="replace checkpoints already in --out")
     p.set_defaults(func=_cmd_import_hf)
 
@@ -334,9 +339,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     heads_cli.add_parser(sub)
     finetune_cli.add_parser(sub)
-    from prottrans_jax.generation import cli_args as generation_cli
-
-    generation_cli.add_parsers(sub)
 
     p = sub.add_parser(
         "train", help="pretrain with gin files (same flags as python -m prottrans_jax.train; --help lists them)",

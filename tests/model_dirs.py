@@ -7,7 +7,7 @@ from prottrans_jax import checkpoints, config_io, model_io
 from prottrans_jax.models import configs
 
 TINY_CONFIGS = {"t5": "prot_t5_tiny", "bert": "prot_bert_tiny", "albert": "prot_albert_tiny",
-                "electra": "prot_electra_tiny"}
+                "electra": "prot_electra_tiny", "xlnet": "prot_xlnet_tiny", "transfo_xl": "prot_txl_tiny"}
 
 
 def random_params(config, seed=0):

@@ -6,14 +6,16 @@ import datetime
 import json
 import pathlib
 
-from prottrans_jax import atomic_files
-from prottrans_jax.hf import encoder_maps, t5_map, tokenizer_files
+from prottrans_jax import alphabet, atomic_files, xlnet_alphabet
+from prottrans_jax.hf import encoder_maps, t5_map, tokenizer_files, transfo_xl_map, xlnet_map
 from prottrans_jax.hf.common import SAVE_DTYPES, CheckpointError
 from prottrans_jax.model_io import LoadedModel, encoder_of
 from prottrans_jax.models.electra import split_pretraining_params
 
 PROVENANCE_FILE = "prottrans_jax_export.json"
 _ENCODER_ARCHITECTURE = {"bert": "BertModel", "albert": "AlbertModel", "electra": "ElectraModel"}
+# The autoregressive pair: the LM head model (its backbone with --encoder-only) and the tokenizer.
+_AUTOREGRESSIVE_MAPS = {"xlnet": xlnet_map, "transfo_xl": transfo_xl_map}
 
 
 def export_model(model: LoadedModel, out_dir: str | pathlib.Path, *, encoder_only: bool = False,
@@ -23,7 +25,10 @@ def export_model(model: LoadedModel, out_dir: str | pathlib.Path, *, encoder_onl
     T5 -> ``T5ForConditionalGeneration`` (``T5EncoderModel`` with ``encoder_only``) + ``T5Tokenizer``
     files; BERT/ALBERT -> ``*ForMaskedLM`` (``*Model``) + ``BertTokenizer`` files; our ELECTRA pair ->
     the discriminator (``ElectraForPreTraining``) in ``out_dir`` and the generator
-    (``ElectraForMaskedLM``) in ``out_dir/generator``. The folder appears only once complete.
+    (``ElectraForMaskedLM``) in ``out_dir/generator``; XLNet -> ``XLNetLMHeadModel`` (``XLNetModel``) +
+    ProtXLNet's ``XLNetTokenizer`` files; Transformer-XL -> transformers 4.35's ``TransfoXLLMHeadModel``
+    (``TransfoXLModel``) + ProtBert's ``BertTokenizer`` files (tokenizers only for those vocabularies' sizes).
+    The folder appears only once complete.
 
     Args:
       model: from :func:`prottrans_jax.model_io.load_model`.
@@ -59,6 +64,8 @@ def _write(model: LoadedModel, out: pathlib.Path, encoder_only: bool, dtype: str
         t5_map.export_t5(model.config, params, out, encoder_only=encoder_only, dtype=dtype)
         tokenizer_files.write_prot_t5_tokenizer(out)
         return "T5EncoderModel" if encoder_only else "T5ForConditionalGeneration"
+    if model.family in _AUTOREGRESSIVE_MAPS:
+        return _write_autoregressive(model, out, encoder_only, dtype)
     if encoder_only:
         _, config, params = encoder_of(model)
         arch = _ENCODER_ARCHITECTURE[model.family]
@@ -72,3 +79,17 @@ def _write(model: LoadedModel, out: pathlib.Path, encoder_only: bool, dtype: str
         return "ElectraForPreTraining"
     encoder_maps.export_hf(model.architecture, model.config, model.params, out, dtype)
     return model.architecture
+
+
+def _write_autoregressive(model: LoadedModel, out: pathlib.Path, encoder_only: bool, dtype: str) -> str:
+    """XLNet / Transformer-XL: the LM head model, or with ``encoder_only`` its backbone, + tokenizer files."""
+    family_map = _AUTOREGRESSIVE_MAPS[model.family]
+    arch = family_map.MAP.backbone if encoder_only else model.architecture
+    params = encoder_of(model)[2] if encoder_only else model.params
+    family_map.export_hf(arch, model.config, params, out, dtype)
+    if model.family == "xlnet" and model.config.vocab_size == xlnet_alphabet.VOCAB_SIZE:
+        tokenizer_files.write_xlnet_tokenizer(out)
+    if model.family == "transfo_xl" and model.config.vocab_size == alphabet.PROT_BERT_VOCAB_SIZE:
+        # ProtTXL reads ProtBert's ids; BertTokenizer adds the [CLS] ... [SEP] a protein is. No length limit.
+        tokenizer_files.write_prot_bert_tokenizer(out, model_max_length=1_000_000)
+    return arch

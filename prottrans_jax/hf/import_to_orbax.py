@@ -35,7 +35,7 @@ def import_hf_to_orbax(hf_dir: str | pathlib.Path, model_dir: str | pathlib.Path
     Args:
       hf_dir: the HF folder (config.json + safetensors/bin).
       model_dir: the new training directory; must hold no checkpoint yet.
-      family: refuse a model of another family ('t5', 'bert', 'albert', 'electra').
+      family: refuse a model of another family (one of ``model_io.FAMILIES``).
       overwrite: replace a ``model_dir`` that already holds checkpoints (the whole folder, once the
         new checkpoint is complete).
 

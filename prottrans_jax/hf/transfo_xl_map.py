@@ -144,8 +144,10 @@ resolve_family = MAP.resolve  # (hf_config, family=None) -> 'TransfoXLLMHeadMode
 
 
 def inv_freq(d_model: int) -> np.ndarray:
-    """The ``pos_emb.inv_freq`` buffer ``[d_model / 2]`` float32, as HF's ``PositionalEmbedding`` computes it."""
-    return (1.0 / (10000.0 ** (np.arange(0.0, d_model, 2.0) / d_model))).astype(np.float32)
+    """The ``pos_emb.inv_freq`` buffer ``[d_model / 2]``, in float32 as HF's ``PositionalEmbedding`` (torch's
+    ``pow`` may differ from numpy's in the last bit: the buffer is derived, not trained)."""
+    exponent = np.arange(0, d_model, 2, dtype=np.float32) / np.float32(d_model)
+    return np.float32(1) / np.float32(10000) ** exponent
 
 
 def _describe(family: str, config: TransfoXLConfig) -> str:
