@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
 
 import jax
 import numpy as np
 import pytest
 
+from hf_refusals import cli_refusal, folder_variant
 from model_dirs import random_params, write_model_dir
 from proteins import read_proteins
 from transformers435 import run_reference, transformers435_python  # noqa: F401  (a fixture)
@@ -143,26 +143,17 @@ def test_hf_defaults_match_transformers_435(reference):
 
 
 def _refused(capsys, tmp_path, folder, *flags):
-    rc = cli.main(["import-hf", "--hf", str(folder), "--out", str(tmp_path / "refused"), *flags])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and len(err.splitlines()) == 1 and not (tmp_path / "refused").exists(), err
-    return err
+    out = tmp_path / "refused"
+    return cli_refusal(capsys, out, ["import-hf", "--hf", str(folder), "--out", str(out), *flags])
 
 
 def test_folders_that_are_not_our_layout_are_refused(tmp_path, capsys):
     """Adaptive softmax, projections, untied head, missing tensor, another family: one line each, nothing written."""
-    from safetensors.numpy import load_file, save_file
-
     config = configs.get_config("prot_txl_tiny")
     good = tm.export_hf("TransfoXLLMHeadModel", config, random_params(config, seed=4), tmp_path / "good")
-    hf_config = json.loads((good / "config.json").read_text())
 
     def variant(name, config_changes=None, tensors=None):
-        folder = shutil.copytree(good, tmp_path / name)
-        (folder / "config.json").write_text(json.dumps({**hf_config, **(config_changes or {})}))
-        if tensors is not None:
-            save_file(tensors(load_file(good / "model.safetensors")), folder / "model.safetensors")
-        return folder
+        return folder_variant(good, tmp_path / name, config_changes, tensors)
 
     err = _refused(capsys, tmp_path, variant("adaptive", {"cutoffs": [10, 20], "div_val": 2}))
     assert "config.json: cutoffs [10, 20] means an adaptive softmax with clusters" in err
