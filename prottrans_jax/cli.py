@@ -187,7 +187,8 @@ def _cmd_embed(args) -> int:
             max_sequences_per_batch=args.max_sequences_per_batch, max_length=args.max_length,
             long_sequences=args.long_sequences, chunk_overlap=args.chunk_overlap, step=args.step,
             config_name=args.config, family=args.family, full_header_ids=args.full_header_ids,
-            progress=not args.no_progress, save_every_seconds=args.save_every, overwrite=args.overwrite)
+            progress=not args.no_progress, save_every_seconds=args.save_every, overwrite=args.overwrite,
+            segment_length=args.segment_length, memory_length=args.mem_len)
     except KeyboardInterrupt as e:  # Ctrl-C: what is saved and how to resume, in one line; the shell's 130
         said = e if isinstance(e, embed.EmbedInterrupted) else "interrupted before embedding began; run the same " \
             "command again to start"
@@ -313,6 +314,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longer sequences: error (refuse the run before any work), skip (leave them out), or chunk "
                         "(embed overlapping windows and join them)")
     p.add_argument("--chunk-overlap", type=int, default=256, help="residues shared by neighbouring windows")
+    p.add_argument("--segment-length", type=int, default=None,
+                   help="ProtXLNet/ProtTXL only: tokens per segment (None: 512). A longer protein is not refused: it "
+                        "runs as consecutive segments, each attending to itself and to a memory of the --mem-len "
+                        "tokens before it, so past one segment a residue sees only that many earlier tokens")
+    p.add_argument("--mem-len", type=int, default=None,
+                   help="ProtXLNet/ProtTXL only: memory tokens carried from segment to segment (None: the model's "
+                        "mem_len, else 512 as ProtTrans' ProtXLNet notebooks)")
     p.add_argument("--full-header-ids", action="store_true",
                    help="name datasets by the whole header line (as ProtTrans' script) instead of its first word")
     p.add_argument("--save-every", type=float, default=30.0,

@@ -146,6 +146,8 @@ def embed_fasta(
     progress: bool = True,
     save_every_seconds: float = 30.0,
     overwrite: bool = False,
+    segment_length: Optional[int] = None,
+    memory_length: Optional[int] = None,
 ) -> EmbedSummary:
     """Embeds every sequence of ``fasta_paths`` into HDF5 (see the module docstring for the layout).
 
@@ -160,7 +162,8 @@ def embed_fasta(
       dtype: compute dtype 'float32', 'bfloat16' or 'float16' (half precision is stored as float16).
       max_residues_per_batch: padded tokens per batch (ProtTrans: 4000).
       max_sequences_per_batch: sequences per batch at most (ProtTrans: 100).
-      max_length: longest sequence embedded whole (default: what 80% of the free memory holds).
+      max_length: longest sequence embedded whole (default: what 80% of the free memory holds; XLNet and
+        Transformer-XL: no limit, longer proteins run as segments with memory).
       long_sequences: 'error' (refuse before any work), 'skip' (leave out, listed in the file's
         ``skipped_too_long`` attribute) or 'chunk' (overlapping windows of ``max_length``, joined).
       chunk_overlap: residues shared by neighbouring windows.
@@ -171,6 +174,10 @@ def embed_fasta(
       save_every_seconds: finished sequences are written at least this often (the most work a kill loses).
       overwrite: start over: the existing outputs (and their parts) are removed when the first new
         embeddings are written, instead of resumed from (or refused when they do not match).
+      segment_length: XLNet and Transformer-XL only: tokens per segment (default 512); a longer protein runs
+        as consecutive segments, each attending to the memory of the ones before (see ``embedding.recurrent``).
+      memory_length: XLNet and Transformer-XL only: memory positions carried between segments (default the
+        model's ``mem_len``, else 512).
 
     Raises:
       EmbedInterrupted: on Ctrl-C, after saving what was finished (its message says how much, and where).
@@ -186,7 +193,8 @@ def embed_fasta(
             model, step=step, config_name=config_name, family=family)
         from prottrans_jax.embedding.encoder import Embedder
 
-        embedder = Embedder(loaded, layer=layer, dtype=dtype, devices=devices)
+        embedder = Embedder(loaded, layer=layer, dtype=dtype, devices=devices, segment_length=segment_length,
+                            memory_length=memory_length)
         attrs = _file_attrs(loaded, embedder, dtype)
         if not isinstance(model, model_io.LoadedModel):
             loaded.params = None  # the embedder holds the weights on the devices; free the host copy
@@ -195,7 +203,11 @@ def embed_fasta(
                        for kind, path in output_paths(out, per_residue, per_protein).items()})
         _check_sequences_unchanged(records, stores.values())
         dtype_bytes = 4 if dtype == "float32" else 2
-        limit = max_length or default_max_length(embedder, dtype_bytes)
+        if embedder.segment_length:  # memory instead of a length limit
+            _check_segment_fits(embedder, dtype_bytes)
+            limit = max_length or max(len(r.sequence) for r in records)
+        else:
+            limit = max_length or default_max_length(embedder, dtype_bytes)
         if embedder.max_positions and limit + embedder.special_tokens > embedder.max_positions:
             raise ValueError(f"--max-length {limit}: the model has {embedder.max_positions} positions, so at most "
                              f"{embedder.max_positions - embedder.special_tokens} residues per sequence")
@@ -213,10 +225,24 @@ def embed_fasta(
 
 def _file_attrs(loaded: model_io.LoadedModel, embedder, dtype: str) -> dict[str, Any]:
     """What identifies a run in its files (a resumed run must agree), and its model's weight fingerprint."""
-    return dict(model=str(pathlib.Path(loaded.source).absolute()), architecture=loaded.architecture,
-                step=loaded.step, layer=embedder.layer, dtype=dtype, storage_dtype=STORAGE_DTYPE[dtype],
-                hidden_size=embedder.hidden_size, model_fingerprint=model_io.encoder_fingerprint(loaded),
-                prottrans_jax_version=_version())
+    attrs = dict(model=str(pathlib.Path(loaded.source).absolute()), architecture=loaded.architecture,
+                 step=loaded.step, layer=embedder.layer, dtype=dtype, storage_dtype=STORAGE_DTYPE[dtype],
+                 hidden_size=embedder.hidden_size, model_fingerprint=model_io.encoder_fingerprint(loaded),
+                 prottrans_jax_version=_version())
+    if embedder.segment_length:
+        attrs.update(segment_length=embedder.segment_length, memory_length=embedder.memory_length)
+    return attrs
+
+
+def _check_segment_fits(embedder, dtype_bytes: int) -> None:
+    """Refuses a segment whose queries x (segment + memory) keys need more than 80% of the free memory."""
+    segment, memory = embedder.segment_length, embedder.memory_length
+    rows = embedder.rows_per_memory(embedder.num_devices)
+    need = limits.peak_bytes(embedder.config, segment + 1, dtype_bytes, rows, segment, memory)
+    available = limits.available_memory_bytes()
+    if need > 0.8 * available:
+        raise ValueError(f"--segment-length {segment} with --mem-len {memory}: one segment needs about "
+                         f"{need / 1e9:.1f} GB, more than 80% of the {available / 1e9:.1f} GB free; lower either")
 
 
 @contextlib.contextmanager
@@ -245,12 +271,19 @@ def plan_batches(embedder, units: Sequence[_Unit], limit: int, max_tokens: int, 
         return []
     extra = embedder.special_tokens
     lengths = [u.end - u.start + extra for u in units]
-    top = limit + extra if not embedder.max_positions else min(limit + extra, embedder.max_positions)
-    edges = batching.bucket_edges(max(lengths), limit=top)
-    budget = limits.peak_bytes(embedder.config, top, dtype_bytes, embedder.rows_per_memory(embedder.num_devices))
+    segments = dict(segment=embedder.segment_length, memory=embedder.memory_length or 0)
+    if embedder.segment_length:  # rows past one segment are whole numbers of segments
+        edges = batching.segment_bucket_edges(max(lengths), embedder.segment_length)
+        top = edges[-1]
+    else:
+        top = limit + extra if not embedder.max_positions else min(limit + extra, embedder.max_positions)
+        edges = batching.bucket_edges(max(lengths), limit=top)
+    budget = limits.peak_bytes(embedder.config, top, dtype_bytes, embedder.rows_per_memory(embedder.num_devices),
+                               **segments)
 
     def row_cap(padded: int) -> int:
-        return limits.max_rows_for_memory(embedder.config, padded, budget, dtype_bytes) * embedder.memory_pools
+        rows = limits.max_rows_for_memory(embedder.config, padded, budget, dtype_bytes, **segments)
+        return rows * embedder.memory_pools
 
     return batching.plan_batches(lengths, max_tokens=max_tokens, max_rows=max_rows, row_multiple=embedder.num_devices,
                                  edges=edges, row_cap=row_cap)

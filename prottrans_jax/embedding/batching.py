@@ -27,6 +27,19 @@ def bucket_edges(max_length: int, step: int = 32, linear_until: int = 512, growt
     return edges
 
 
+def segment_bucket_edges(max_length: int, segment: int) -> list[int]:
+    """Padded lengths for a model that runs long rows as segments (XLNet, Transformer-XL).
+
+    Up to ``segment``: :func:`bucket_edges`. Beyond: whole numbers of segments, every count up to 8, then
+    ~12.5% apart (padding stays under one segment plus 12.5%; the shapes grow with ``log(max_length)``).
+    """
+    edges = bucket_edges(min(max_length, segment), limit=segment)
+    if max_length > segment:
+        counts = bucket_edges(-(-max_length // segment), step=1, linear_until=8)
+        edges += [segment * n for n in counts if n > 1]
+    return edges
+
+
 def bucket_of(length: int, edges: Sequence[int]) -> int:
     """The smallest edge >= ``length``."""
     for edge in edges:

@@ -25,8 +25,9 @@ from prottrans_jax import atomic_files, fasta
 
 # File attributes that must agree for a run to add to an existing output. The weights' fingerprint is compared
 # when the output records one (embed versions before it did not): other weights at the same path are refused.
-IDENTITY_ATTRS = ("model", "architecture", "step", "layer", "dtype", "storage_dtype", "pooling", "model_fingerprint")
-_RECORDED_SINCE = ("model_fingerprint",)
+IDENTITY_ATTRS = ("model", "architecture", "step", "layer", "dtype", "storage_dtype", "pooling", "model_fingerprint",
+                  "segment_length", "memory_length")
+_RECORDED_SINCE = ("model_fingerprint", "segment_length", "memory_length")  # the last two: XLNet, Transformer-XL only
 RUN_FILE = "run.json"
 # Test-only: 'part_write[:N]' (the write of part N, default 0) or 'finalize' makes the writer stop inside that
 # write, with some bytes in its temporary file, print one line to stderr and sleep, so a test can kill it there.

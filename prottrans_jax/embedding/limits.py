@@ -17,9 +17,15 @@ AVAILABLE_MEMORY_ENV = "PROTTRANS_JAX_AVAILABLE_MEMORY_BYTES"  # overrides the f
 # in every layer), whatever the width, rows or dtype (bfloat16 peaks no higher). The bound takes 4.5 / 5.5 per
 # head (10% over) plus 2 head-independent ones (mask, position index). ProtT5-XL's encoder (32 heads) on 5,000
 # residues peaked at 18.0 GiB with its 4.8 GB of weights: ~14.5 GB of activations, under this bound (15.5 GB).
-_SCORES_PER_HEAD = {"t5": 4.5, "bert": 5.5}
+# XLNet and Transformer-XL, one segment of queries over memory + segment keys (16 heads, 2,048-token segments,
+# memory 1,024 or 2,048; scores, probabilities and position terms, measured the same way on 2026-12-03): ~6.4 /
+# ~5.7 such tensors per head for XLNet (its position scores span keys + queries before the relative shift) and
+# ~3.0-3.1 for Transformer-XL; the bound takes 7.0 and 3.5.
+_SCORES_PER_HEAD = {"t5": 4.5, "bert": 5.5, "xlnet": 7.0, "transfo_xl": 3.5}
+_RECURRENT = {"XLNetConfig": "xlnet", "TransfoXLConfig": "transfo_xl"}
 _SCORES_SHARED = 2
 _ACTIVATION_COPIES = 8  # per token: residual, normed input, q/k/v/out and the feed-forward's two
+_MEMORY_COPIES = 3  # per memory position: its keys and values, and the memory joined with the segment
 _FIXED_BYTES = 64 << 20  # XLA's runtime, compilation, output and HDF5 buffers (~20 MB measured)
 
 
@@ -56,23 +62,40 @@ def available_memory_bytes(device: Optional[Any] = None) -> int:
 
 
 def _family(config: Any) -> str:
-    return "t5" if hasattr(config, "d_model") else "bert"
+    return _RECURRENT.get(type(config).__name__) or ("t5" if hasattr(config, "d_model") else "bert")
 
 
-def _row_bytes(config: Any, tokens: int, dtype_bytes: int) -> int:
-    """Peak activation bytes of one row of ``tokens`` (scores are float32 whatever the compute dtype)."""
+def _segment_bytes(config: Any, tokens: int, dtype_bytes: int, memory: int = 0) -> int:
+    """Peak activation bytes of ``tokens`` queries over ``memory + tokens`` keys (scores are float32 whatever
+    the compute dtype)."""
     width = getattr(config, "d_model", None) or config.hidden_size
-    ff = getattr(config, "d_ff", None) or config.intermediate_size
-    scores = _SCORES_PER_HEAD[_family(config)] * config.num_heads + _SCORES_SHARED
-    return int(4 * scores * tokens * tokens) + tokens * (_ACTIVATION_COPIES * width + 2 * ff) * max(dtype_bytes, 4)
+    ff = getattr(config, "d_ff", None) or getattr(config, "d_inner", None) or config.intermediate_size
+    heads = getattr(config, "num_heads", None) or config.n_head
+    scores = _SCORES_PER_HEAD[_family(config)] * heads + _SCORES_SHARED
+    activations = tokens * (_ACTIVATION_COPIES * width + 2 * ff) + memory * _MEMORY_COPIES * width
+    return int(4 * scores * tokens * (tokens + memory)) + activations * max(dtype_bytes, 4)
 
 
-def peak_bytes(config: Any, tokens: int, dtype_bytes: int = 4, rows: int = 1) -> int:
+def _row_bytes(config: Any, tokens: int, dtype_bytes: int, segment: Optional[int] = None, memory: int = 0) -> int:
+    """Peak bytes of one row of ``tokens``: whole, or (``segment`` set and shorter) as segments with memory."""
+    if not segment or tokens <= segment:
+        return _segment_bytes(config, tokens, dtype_bytes)
+    width = config.d_model
+    carried = 2 * config.num_layers * memory * width * max(dtype_bytes, 4)  # memory into and out of a segment
+    states = 2 * tokens * width * 4  # every segment's states, stacked, then joined into the row
+    return _segment_bytes(config, segment, dtype_bytes, memory) + carried + states
+
+
+def peak_bytes(config: Any, tokens: int, dtype_bytes: int = 4, rows: int = 1, segment: Optional[int] = None,
+               memory: int = 0) -> int:
     """A bound on the memory one encoder call on ``rows`` x ``tokens`` adds to a process (weights excluded).
 
     ``rows`` counts the rows sharing one memory (all of them on CPU, those of one device on an accelerator).
+    XLNet and Transformer-XL run rows longer than ``segment`` tokens as segments, each attending to
+    ``memory`` positions before it: their bound is one segment's queries x (segment + memory) keys, plus
+    the memory carried and the row's states.
     """
-    return _FIXED_BYTES + rows * _row_bytes(config, tokens, dtype_bytes)
+    return _FIXED_BYTES + rows * _row_bytes(config, tokens, dtype_bytes, segment, memory)
 
 
 def max_tokens_for_memory(config: Any, available: int, dtype_bytes: int = 4, fraction: float = 0.8,
@@ -93,9 +116,10 @@ def max_tokens_for_memory(config: Any, available: int, dtype_bytes: int = 4, fra
     return n
 
 
-def max_rows_for_memory(config: Any, tokens: int, budget: int, dtype_bytes: int = 4) -> int:
+def max_rows_for_memory(config: Any, tokens: int, budget: int, dtype_bytes: int = 4, segment: Optional[int] = None,
+                        memory: int = 0) -> int:
     """Rows of ``tokens`` sharing one memory whose :func:`peak_bytes` stays within ``budget`` (at least 1)."""
-    return max(1, (budget - _FIXED_BYTES) // _row_bytes(config, tokens, dtype_bytes))
+    return max(1, (budget - _FIXED_BYTES) // _row_bytes(config, tokens, dtype_bytes, segment, memory))
 
 
 def windows(length: int, window: int, overlap: int) -> list[tuple[int, int, int, int]]:
