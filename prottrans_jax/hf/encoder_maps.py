@@ -3,37 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 from flax.core import unfreeze
 
 from prottrans_jax import alphabet
 from prottrans_jax.hf.common import (
     IDENTITY,
-    SAFETENSORS,
     TRANSPOSE,
     CheckpointError,
+    Row,
     TensorReader,
     apply_transform,
+    check_tied_copy,
     expand_rows,
-    flatten_params,
+    export_table,
+    module_param_shapes,
+    nest_params,
     read_config_json,
-    save_safetensors,
-    transformed_shape,
-    unflatten_params,
+    read_table,
+    refuse_leftovers,
+    write_hf_folder,
 )
 from prottrans_jax.hf.tokenizer_files import write_prot_bert_tokenizer  # noqa: F401  (re-exported)
-from prottrans_jax.models import layers
 from prottrans_jax.models.albert import AlbertConfig, AlbertForMaskedLM, AlbertModel
 from prottrans_jax.models.bert import BertConfig, BertForMaskedLM, BertModel
 from prottrans_jax.models.electra import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining, ElectraModel
-
-Row = tuple[str, str, str]
 
 # ---------------------------------------------------------------------------------------
 # The tables: (HF tensor name, our parameter path, transform). `{base}` is the backbone prefix
@@ -295,10 +293,7 @@ def weight_map(arch: Architecture, config: BertConfig, base: str | None = None) 
 
 def expected_param_shapes(arch: Architecture, config: BertConfig) -> dict[str, tuple[int, ...]]:
     """Our flat parameter shapes (unscanned) for ``arch``, computed abstractly from the module itself."""
-    config = config.replace(scan_layers=False, remat_policy="none")
-    module = arch.module(config)
-    shapes = jax.eval_shape(lambda rng: module.init(rng, **module.dummy_inputs()), jax.random.key(0))
-    return {k: tuple(v.shape) for k, v in flatten_params(unfreeze(shapes["params"])).items()}
+    return module_param_shapes(arch.module(config.replace(scan_layers=False, remat_policy="none")))
 
 
 def _describe(arch: Architecture, config: BertConfig) -> str:
@@ -367,53 +362,20 @@ def _base_prefix(arch: Architecture, names: Mapping[str, str]) -> str:
     return prefix
 
 
-def _read_row(reader: TensorReader, names: Mapping[str, str], row: Row, want: tuple[int, ...],
-              context: str) -> np.ndarray:
-    """Reads one HF tensor, checks its shape against our parameter's, and transforms it."""
-    hf_name, _, transform = row
-    want_hf = transformed_shape(want, transform)
-    if hf_name not in names:
-        raise CheckpointError(
-            f"{reader.file_of(hf_name)}: tensor {hf_name!r} is missing (expected shape {want_hf} for {context})"
-        )
-    found = reader.shape(names[hf_name])
-    if found != want_hf:
-        raise CheckpointError(
-            f"{reader.file_of(names[hf_name])}: tensor {hf_name!r} has shape {found}, expected {want_hf} for {context}"
-        )
-    return apply_transform(reader.get(names[hf_name]), transform)
-
-
 def _check_tied(reader, names, arch, base, flat_hf: Mapping[str, np.ndarray], tie: bool, context: str) -> None:
     """Our decoders are tied to the word embeddings: a distinct decoder in the file is refused."""
     for name, source in arch.tied:
         name, source = name.replace("{base}", base), source.replace("{base}", base)
-        if name not in names:
-            if not tie:
-                raise CheckpointError(
-                    f"{reader.file_of(name)}: tie_word_embeddings is false but tensor {name!r} is missing ({context})"
-                )
-            continue
-        value, ref = reader.get(names[name]), flat_hf[source]
-        if value.shape != ref.shape or not np.allclose(value, ref, rtol=0, atol=1e-6):
-            raise CheckpointError(
-                f"{reader.file_of(names[name])}: tensor {name!r} differs from {source!r}; untied output "
-                f"layers are not supported ({context})"
-            )
+        check_tied_copy(reader, name, names.get(name), source, flat_hf[source], tie, context)
 
 
 def _check_unexpected(reader, names, arch: Architecture, base: str, rows: list[Row], context: str) -> None:
     known = {r[0] for r in rows} | {t[0].replace("{base}", base) for t in arch.tied}
     ignored = tuple(p.replace("{base}", base) for p in arch.ignored)
-    extra = sorted(
+    refuse_leftovers(reader, (
         n for n in names
         if n not in known and not n.startswith(ignored) and not (arch.is_base and base and not n.startswith(base))
-    )
-    if extra:
-        raise CheckpointError(
-            f"{reader.file_of(names[extra[0]])}: {len(extra)} tensor(s) do not belong to {context}, e.g. "
-            f"{extra[:3]}; is the config.json from a different model?"
-        )
+    ), context, names)
 
 
 def import_hf(hf_dir: str | pathlib.Path, family: str | None = None, **overrides: Any):
@@ -442,17 +404,12 @@ def import_hf(hf_dir: str | pathlib.Path, family: str | None = None, **overrides
     rows = weight_map(arch, config, base)
     expected = expected_param_shapes(arch, config)
     context = f"{_describe(arch, config)} from {config_path}"
-    flat, flat_hf = {}, {}
-    for row in rows:
-        flat[row[1]] = _read_row(reader, names, row, expected[row[1]], context)
-        flat_hf[row[0]] = apply_transform(flat[row[1]], row[2])
+    flat = read_table(reader, rows, expected, context, names)
+    flat_hf = {hf_name: apply_transform(flat[ours], transform) for hf_name, ours, transform in rows}
     _check_tied(reader, names, arch, base, flat_hf, hf_config.get("tie_word_embeddings", True) is not False, context)
     _check_unexpected(reader, names, arch, base, rows, context)
     config = config.replace(**overrides) if overrides else config
-    params = unflatten_params(flat)
-    if config.scan_layers:
-        params = layers.stack_layer_params(params)
-    return arch.name, config, params
+    return arch.name, config, nest_params(flat, config.scan_layers)
 
 
 # ---------------------------------------------------------------------------------------
@@ -483,24 +440,10 @@ def export_hf(family: str, config: BertConfig, params: Mapping, out_dir: str | p
     arch = ARCHITECTURES[family]
     if type(config) is not arch.config_cls:
         raise CheckpointError(f"{family} needs a {arch.config_cls.__name__}, got a {type(config).__name__}")
-    flat = flatten_params(layers.unstack_layer_params(unfreeze(params)))
-    expected = expected_param_shapes(arch, config)
-    hf_config = config_to_hf(arch, config, dtype)
-    tensors = {}
-    for hf_name, our_path, transform in weight_map(arch, config):
-        if our_path not in flat:
-            raise CheckpointError(
-                f"params: {our_path!r} is missing (needed for {hf_name!r}, {_describe(arch, config)})"
-            )
-        value = np.asarray(jax.device_get(flat[our_path]), np.float32)
-        if value.shape != expected[our_path]:
-            raise CheckpointError(f"params: {our_path!r} has shape {value.shape}, expected {expected[our_path]} "
-                                  f"for {_describe(arch, config)}")
-        tensors[hf_name] = apply_transform(value, transform)
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(tensors, out / SAFETENSORS, dtype)
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
+    hf_config = config_to_hf(arch, config, dtype)  # refuses what HF cannot express before any work
+    tensors = export_table(params, weight_map(arch, config), expected_param_shapes(arch, config),
+                           _describe(arch, config))
+    out = write_hf_folder(out_dir, tensors, hf_config, dtype)
     if write_tokenizer and config.vocab_size >= alphabet.PROT_BERT_VOCAB_SIZE:
         write_prot_bert_tokenizer(out, config.max_position_embeddings)
     return out

@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
-from flax.core import unfreeze
 
 from prottrans_jax.hf.common import (
     IDENTITY,
-    SAFETENSORS,
     TRANSPOSE,
     CheckpointError,
     TensorReader,
-    apply_transform,
     expand_rows,
-    flatten_params,
+    export_table,
+    module_param_shapes,
+    nest_params,
     read_config_json,
-    save_safetensors,
-    transformed_shape,
-    unflatten_params,
+    read_table,
+    write_hf_folder,
 )
-from prottrans_jax.models import layers
 from prottrans_jax.models.t5 import T5Config, T5EncoderDecoder, T5EncoderModel
 
 # ---------------------------------------------------------------------------------------
@@ -115,9 +110,7 @@ def t5_weight_map(config: T5Config, encoder_only: bool = False) -> list[tuple[st
 def expected_param_shapes(config: T5Config, encoder_only: bool = False) -> dict[str, tuple[int, ...]]:
     """Our flat parameter shapes (unscanned), computed abstractly from the modules themselves."""
     config = config.replace(scan_layers=False, remat_policy="none")
-    module = T5EncoderModel(config) if encoder_only else T5EncoderDecoder(config)
-    shapes = jax.eval_shape(lambda rng: module.init(rng, **module.dummy_inputs()), jax.random.key(0))
-    return {k: tuple(v.shape) for k, v in flatten_params(unfreeze(shapes["params"])).items()}
+    return module_param_shapes(T5EncoderModel(config) if encoder_only else T5EncoderDecoder(config))
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,26 +238,9 @@ def import_t5(hf_dir: str | pathlib.Path, **overrides) -> tuple[T5Config, dict]:
     config = t5_config_from_hf(hf_config, untied_lm_head=untied, source=str(config_path), **overrides)
     rows = t5_weight_map(config, encoder_only)
     _check_unexpected(reader, keys, rows)
-    expected = expected_param_shapes(config, encoder_only)
-    flat = {}
-    for hf_name, our_path, transform in rows:
-        want = transformed_shape(expected[our_path], transform)
-        if hf_name not in keys:
-            raise CheckpointError(
-                f"{reader.file_of(hf_name)}: tensor {hf_name!r} is missing (expected shape {want} for "
-                f"{_describe(config)} from {config_path})"
-            )
-        found = reader.shape(hf_name)
-        if found != want:
-            raise CheckpointError(
-                f"{reader.file_of(hf_name)}: tensor {hf_name!r} has shape {found}, expected {want} for "
-                f"{_describe(config)} from {config_path}"
-            )
-        flat[our_path] = apply_transform(reader.get(hf_name), transform)
-    params = unflatten_params(flat)
-    if config.scan_layers:
-        params = layers.stack_layer_params(params)
-    return config, params
+    flat = read_table(reader, rows, expected_param_shapes(config, encoder_only),
+                      f"{_describe(config)} from {config_path}")
+    return config, nest_params(flat, config.scan_layers)
 
 
 def _check_unexpected(reader: TensorReader, keys: set[str], rows: list[tuple[str, str, str]]) -> None:
@@ -310,21 +286,6 @@ def export_t5(
     Raises:
       CheckpointError: if ``params`` lack a tensor of the table or have a wrong shape.
     """
-    flat = flatten_params(layers.unstack_layer_params(unfreeze(params)))
-    expected = expected_param_shapes(config, encoder_only)
-    tensors = {}
-    for hf_name, our_path, transform in t5_weight_map(config, encoder_only):
-        if our_path not in flat:
-            raise CheckpointError(f"params: {our_path!r} is missing (needed for {hf_name!r}, {_describe(config)})")
-        value = np.asarray(jax.device_get(flat[our_path]), np.float32)
-        if value.shape != expected[our_path]:
-            raise CheckpointError(
-                f"params: {our_path!r} has shape {value.shape}, expected {expected[our_path]} for {_describe(config)}"
-            )
-        tensors[hf_name] = apply_transform(value, transform)
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(tensors, out / SAFETENSORS, dtype)
-    hf_config = t5_config_to_hf(config, encoder_only, dtype)
-    (out / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-    return out
+    tensors = export_table(params, t5_weight_map(config, encoder_only), expected_param_shapes(config, encoder_only),
+                           _describe(config))
+    return write_hf_folder(out_dir, tensors, t5_config_to_hf(config, encoder_only, dtype), dtype)
