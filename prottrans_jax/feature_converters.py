@@ -7,7 +7,7 @@ from typing import Mapping
 import seqio
 import tensorflow as tf
 
-from prottrans_jax import alphabet, causal_lm_data
+from prottrans_jax import alphabet, causal_lm_data, permutation_lm_data
 
 FeatureSpec = seqio.FeatureConverter.FeatureSpec
 
@@ -59,6 +59,8 @@ def get_feature_converter(objective: str, pack: bool = False) -> seqio.FeatureCo
         return MLMFeatureConverter(pack=pack)
     if objective == "txl_causal_lm":
         return causal_lm_data.CausalLMFeatureConverter(pack=pack)
+    if objective == "xlnet_plm":
+        return permutation_lm_data.PermutationLMFeatureConverter(pack=pack)
     raise ValueError(
-        f"unknown objective {objective!r}; expected prot_t5_denoise, span_corruption, bert_mlm, electra or txl_causal_lm"
+        f"unknown objective {objective!r}; expected prot_t5_denoise, span_corruption, bert_mlm, electra, txl_causal_lm or xlnet_plm"
     )

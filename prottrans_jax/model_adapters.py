@@ -7,13 +7,14 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from prottrans_jax import causal_lm
+from prottrans_jax import causal_lm, permutation_lm
 from prottrans_jax.models.albert import AlbertConfig, AlbertForMaskedLM
 from prottrans_jax.models.bert import BertConfig, BertForMaskedLM
 from prottrans_jax.models.configs import build_model
 from prottrans_jax.models.electra import ElectraPretrainingConfig, ElectraPretrainingModel
 from prottrans_jax.models.t5 import T5Config
 from prottrans_jax.models.transfo_xl import TransfoXLConfig
+from prottrans_jax.models.xlnet import XLNetConfig
 
 
 def _t5_logits_fn(module) -> Callable:
@@ -112,3 +113,7 @@ def adapt(config: Any, objective: str, feature_lengths: Mapping[str, int]):
         )
     module = _MODULES[type(config)](config) if type(config) in _MODULES else build_model(config)
     return module, build_logits(module), build_inputs(feature_lengths)
+
+
+# XLNet's permutation LM: both streams once per window, no memory carried across steps.
+register_adapter(XLNetConfig, permutation_lm.xlnet_logits_fn, permutation_lm.xlnet_init_inputs, (permutation_lm.OBJECTIVE,))

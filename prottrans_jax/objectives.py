@@ -191,3 +191,8 @@ OBJECTIVE_FOR_TASK = {
 from prottrans_jax.causal_lm import CausalLMObjective  # noqa: E402
 
 OBJECTIVE_FOR_TASK["txl_causal_lm"] = CausalLMObjective
+
+# XLNet's permutation LM: the query stream's cross entropy at the targets (permutation_lm).
+from prottrans_jax.permutation_lm import PermutationLMObjective  # noqa: E402
+
+OBJECTIVE_FOR_TASK["xlnet_plm"] = PermutationLMObjective

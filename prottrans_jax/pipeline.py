@@ -10,7 +10,7 @@ import seqio
 import tensorflow as tf
 
 import prottrans_jax_tasks  # noqa: F401  (registers the tasks)
-from prottrans_jax import alphabet, feature_converters, preprocessors
+from prottrans_jax import alphabet, feature_converters, permutation_lm_data, preprocessors
 from prottrans_jax_tasks import OBJECTIVES
 
 
@@ -41,6 +41,8 @@ def default_feature_lengths(objective: str, length: int) -> dict[str, int]:
         return {"inputs": length, "targets": targets_length}
     if objective in ("bert_mlm", "electra"):
         return {"inputs": length, "targets": length, "loss_weights": length}
+    if objective == "xlnet_plm":
+        return permutation_lm_data.feature_lengths(length)
     return {"inputs": length, "targets": length}
 
 
@@ -133,6 +135,9 @@ def preview_lines(task_name: str, num: int = 3, length: int = 64, seed: int = 0,
     ds = get_dataset(task_name, length=length, batch_size=1, split=split, seed=seed, num_epochs=1)
     for i, batch in enumerate(numpy_batches(ds.take(num))):
         ex = {k: np.asarray(v[0]) for k, v in batch.items()}
+        if "perm_mask" in ex:  # XLNet's permutation LM
+            yield from permutation_lm_data.preview(i, ex)
+            continue
         if "decoder_target_tokens" in ex:  # encoder-decoder, or the causal LM's decoder inputs
             yield f"[{i}] inputs : {render(ex.get('encoder_input_tokens', ex.get('decoder_input_tokens')))}"
             yield f"[{i}] targets: {render(ex['decoder_target_tokens'])}"

@@ -1,4 +1,4 @@
-"""Registers the family of pretraining tasks (ProtT5 denoising, span corruption, BERT MLM, ELECTRA, TXL causal LM) for one corpus."""
+"""Registers the family of pretraining tasks (ProtT5 denoising, span corruption, BERT MLM, ELECTRA, TXL causal LM, XLNet permutation LM) for one corpus."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Optional
 
 import seqio
 
-from prottrans_jax import causal_lm_data, data_sources, preprocessors, vocab
+from prottrans_jax import causal_lm_data, data_sources, permutation_lm_data, preprocessors, vocab, xlnet_vocab
 from prottrans_jax.vocab import ProtBertVocabulary, ProtT5Vocabulary
 from prottrans_jax_tasks.metrics import T5_METRICS
 
-OBJECTIVES = ("prot_t5_denoise", "span_corruption", "bert_mlm", "electra", "txl_causal_lm")
+OBJECTIVES = ("prot_t5_denoise", "span_corruption", "bert_mlm", "electra", "txl_causal_lm", "xlnet_plm")
 
 
 def t5_output_features() -> dict[str, seqio.Feature]:
@@ -43,11 +43,22 @@ def causal_lm_output_features() -> dict[str, seqio.Feature]:
     }
 
 
+def permutation_lm_output_features() -> dict[str, seqio.Feature]:
+    """ProtXLNet: its own vocabulary; <sep> <cls>, padding and the permutation come from the xlnet_plm preprocessor."""
+    vocabulary = xlnet_vocab.get_xlnet_vocabulary()
+    return {
+        "inputs": seqio.Feature(vocabulary=vocabulary, add_eos=False, required=False),
+        "targets": seqio.Feature(vocabulary=vocabulary, add_eos=False),
+    }
+
+
 def _output_features(objective: str) -> dict[str, seqio.Feature]:
     if objective in ("prot_t5_denoise", "span_corruption"):
         return t5_output_features()
     if objective == "txl_causal_lm":
         return causal_lm_output_features()
+    if objective == "xlnet_plm":
+        return permutation_lm_output_features()
     return mlm_output_features()
 
 
@@ -66,6 +77,8 @@ def _objective_preprocessors(objective: str, noise_density: float) -> list:
         return [functools.partial(preprocessors.electra_inputs, noise_density=noise_density)]
     if objective == "txl_causal_lm":
         return [causal_lm_data.txl_causal_lm]
+    if objective == "xlnet_plm":
+        return [permutation_lm_data.permutation_lm]
     raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
 
 
