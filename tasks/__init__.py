@@ -1,8 +1,9 @@
 """SeqIO task registrations for prottrans-jax, imported as ``prottrans_jax_tasks``.
 
 Importing this package registers, for each corpus in ``corpora.CORPORA`` (demo, uniref50, bfd,
-uniref100, custom), the tasks ``{corpus}_prot_t5_denoise``, ``{corpus}_span_corruption``,
-``{corpus}_bert_mlm`` and ``{corpus}_electra``. Use ``register_fasta_tasks`` for any other FASTA glob.
+uniref100, custom), one task ``{corpus}_{objective}`` per objective of ``pretraining.OBJECTIVES``
+(``prot_t5_denoise``, ``span_corruption``, ``bert_mlm``, ``electra``, ``txl_causal_lm``, ...). Use
+``register_fasta_tasks`` for any other FASTA glob.
 """
 
 import functools

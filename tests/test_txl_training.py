@@ -16,7 +16,7 @@ from prottrans_jax import trainer as trainer_lib
 from prottrans_jax import training_loop
 from prottrans_jax.models import configs
 from prottrans_jax.vocab import ProtBertVocabulary
-from test_trainer import _assert_same_state, _params_at
+from test_trainer import _assert_same_state, _losses, _params_at
 
 VOCAB = ProtBertVocabulary()
 CLS, SEP = VOCAB.cls_id, VOCAB.sep_id
@@ -198,22 +198,13 @@ def _trainer(mesh, rules):
     )
 
 
-def _run(trainer, batches):
-    state = trainer.init_state(0)
-    losses = []
-    for batch in batches:
-        state, metrics = trainer.train_step(state, training_loop.to_global(batch, trainer.batch_sharding))
-        losses.append(float(metrics["loss"]))
-    return state, np.array(losses)
-
-
 def test_sharded_training_equals_one_device(txl_task):
     assert objectives.OBJECTIVE_FOR_TASK["txl_causal_lm"] is causal_lm.CausalLMObjective
     batches = list(itertools.islice(training_loop.host_batches(txl_task, LENGTHS, 16, "train", 0, False), 3))
-    one, losses = _run(_trainer(partitioning.make_mesh({"data": 1}, jax.devices()[:1]), "data"), batches)
+    one, losses = _losses(_trainer(partitioning.make_mesh({"data": 1}, jax.devices()[:1]), "data"), batches)
     assert losses[-1] < losses[0]
     for shape, rules in [({"data": 8}, "data"), ({"data": 2, "model": 4}, "model"), ({"data": 2, "fsdp": 2, "model": 2}, "fsdp")]:
-        state, sharded = _run(_trainer(partitioning.make_mesh(shape), rules), batches)
+        state, sharded = _losses(_trainer(partitioning.make_mesh(shape), rules), batches)
         np.testing.assert_allclose(sharded, losses, rtol=2e-5, err_msg=rules)
         _assert_same_state({"params": one.params, "opt_state": one.opt_state},
                            {"params": state.params, "opt_state": state.opt_state}, atol=1e-5)
