@@ -119,7 +119,9 @@ def run(trainer, state, cfg: LoopConfig, train_batches: Iterator[dict], eval_bat
                 flops = trainer.step_flops(state, global_batch) or 0.0
             state, metrics = trainer.train_step(state, global_batch)
             step += 1
-            tokens += sum(int(np.count_nonzero(v)) for k, v in batch.items() if k.endswith("_target_tokens"))
+            # Real tokens: the targets of T5/BERT/TXL features, XLNet's whole window (its targets are 1/6 of it).
+            tokens += sum(int(np.count_nonzero(v)) for k, v in batch.items()
+                          if k.endswith("_target_tokens") or k == "attention_mask")
             acc = _sum_metrics(acc, metrics)
             if cfg.log_every and step % cfg.log_every == 0:
                 elapsed = time.perf_counter() - t0

@@ -246,6 +246,7 @@ def test_gin_run_resumes_exactly(task, tmp_path, capsys):
     assert train.main(_gin_args(full, 4)) == 0
     out = capsys.readouterr().out
     assert "[train step 4]" in out and "plm/accuracy" in out, out
+    assert float(out.split("tokens_per_s=")[1].split()[0]) > 0, "window tokens are counted"
     # A run stopped after its step-2 checkpoint (same flags, so the same learning-rate schedule) resumes there.
     shutil.copytree(full, part, ignore=shutil.ignore_patterns("checkpoint_4", "tensorboard"))
     assert train.main(_gin_args(part, 4)) == 0
