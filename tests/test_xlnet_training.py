@@ -38,9 +38,12 @@ def _examples(task, n_batches=None, seed=0, shuffle=True, lengths=LENGTHS, batch
 
 @pytest.fixture(scope="module")
 def corpus_examples(task):
-    """Every protein of the real demo corpus (14,400) as one window of 128; perm_mask of the first 2,048 only."""
+    """The real demo corpus as windows of 128 (14,336 of its 14,400 proteins: whole batches of 256).
+
+    Only the first 2,048 perm_masks are kept (each window's is 16 KB).
+    """
     ex = _examples(task)
-    ex["perm_mask"] = ex["perm_mask"][:2048].copy()  # [examples, L, L] int8: 2 MB per 128 windows
+    ex["perm_mask"] = ex["perm_mask"][:2048].copy()  # [examples, L, L] int8
     return ex
 
 
