@@ -188,7 +188,8 @@ def test_packing_gives_segments(real_tasks):
 
 def _first(task, seed, n=3):
     ds = pipeline.get_dataset(task, length=128, batch_size=8, seed=seed, num_epochs=1)
-    return [b["encoder_input_tokens"] for b in pipeline.numpy_batches(ds.take(n))]
+    key = "decoder_input_tokens" if pipeline.objective_of(task) == "txl_causal_lm" else "encoder_input_tokens"
+    return [b[key] for b in pipeline.numpy_batches(ds.take(n))]
 
 
 @pytest.mark.parametrize("objective", prottrans_jax_tasks.OBJECTIVES)
