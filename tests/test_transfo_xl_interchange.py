@@ -170,3 +170,19 @@ def test_folders_that_are_not_our_layout_are_refused(tmp_path, capsys):
     assert "tensor 'transformer.layers.2.dec_attn.qkv_net.weight' is missing" in err
     err = _refused(capsys, tmp_path, good, "--family", "xlnet")
     assert "holds a TransfoXLLMHeadModel (transfo_xl family) model, not a xlnet model" in err
+
+
+def test_half_precision_export_keeps_the_position_frequencies_float32(tmp_path):
+    """Weights as bfloat16, the derived inv_freq buffer float32 (rounded, far positions would drift); reads back."""
+    from safetensors import safe_open
+
+    config = configs.get_config("prot_txl_tiny")
+    params = random_params(config, seed=5)
+    folder = tm.export_hf("TransfoXLLMHeadModel", config, params, tmp_path / "hf", dtype="bfloat16")
+    with safe_open(str(folder / "model.safetensors"), framework="np") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+        np.testing.assert_array_equal(f.get_tensor("transformer.pos_emb.inv_freq"), tm.inv_freq(config.d_model))
+    assert dtypes.pop("transformer.pos_emb.inv_freq") == "F32" and set(dtypes.values()) == {"BF16"}
+    _, _, back = tm.import_hf(folder)
+    emb = params["word_embeddings"]["embedding"]
+    assert 0 < np.abs(back["word_embeddings"]["embedding"] - emb).max() < 1e-2 * np.abs(emb).max()

@@ -175,8 +175,10 @@ class TensorReader:
             return np.asarray(handle.get_tensor(name)).astype(np.float32)
 
 
-def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | pathlib.Path, dtype: str = "float32") -> None:
-    """Writes float tensors as ``dtype`` ('float32', 'float16', 'bfloat16') with torch's format metadata."""
+def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | pathlib.Path, dtype: str = "float32",
+                     keep_float32: Iterable[str] = ()) -> None:
+    """Writes float tensors as ``dtype`` ('float32', 'float16', 'bfloat16') with torch's format metadata;
+    those named in ``keep_float32`` (derived buffers that rounding would distort) stay float32."""
     from safetensors.numpy import save_file
 
     if dtype not in SAVE_DTYPES:
@@ -187,7 +189,9 @@ def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | pathlib.Path
         np_dtype = ml_dtypes.bfloat16
     else:
         np_dtype = np.dtype(dtype)
-    arrays = {k: np.ascontiguousarray(np.asarray(v, np.float32).astype(np_dtype)) for k, v in tensors.items()}
+    keep = set(keep_float32)
+    arrays = {k: np.ascontiguousarray(np.asarray(v, np.float32).astype(np.float32 if k in keep else np_dtype))
+              for k, v in tensors.items()}
     save_file(arrays, str(path), metadata={"format": "pt"})
     os.chmod(path, 0o666 & ~_umask())  # safetensors creates its file 0600; give it the mode of the other files
 
@@ -307,11 +311,12 @@ def export_table(params: Mapping, rows: Iterable[Row], expected: Mapping[str, tu
 
 
 def write_hf_folder(out_dir: str | pathlib.Path, tensors: Mapping[str, np.ndarray], hf_config: Mapping[str, Any],
-                    dtype: str = "float32") -> pathlib.Path:
-    """Writes ``model.safetensors`` (as ``dtype``) and ``config.json`` into ``out_dir`` (created); returns it."""
+                    dtype: str = "float32", keep_float32: Iterable[str] = ()) -> pathlib.Path:
+    """Writes ``model.safetensors`` (as ``dtype``, ``keep_float32`` names as float32) and ``config.json`` into
+    ``out_dir`` (created); returns it."""
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(tensors, out / SAFETENSORS, dtype)
+    save_safetensors(tensors, out / SAFETENSORS, dtype, keep_float32)
     (out / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     return out
 

@@ -175,7 +175,7 @@ def _check_copies(reader: TensorReader, family: str, base: str, config: TransfoX
     if freq in names:
         want = inv_freq(config.d_model)
         found = reader.get(freq)
-        if found.shape != want.shape or not np.allclose(found, want, rtol=1e-2, atol=0):
+        if found.shape != want.shape or not np.allclose(found, want, rtol=1e-2, atol=0):  # bf16 files round it
             raise CheckpointError(f"{reader.file_of(freq)}: tensor {freq!r} is not the sinusoid frequencies of "
                                   f"d_model {config.d_model} ({context})")
     return set(copies) | {freq}
@@ -225,5 +225,6 @@ def export_hf(family: str, config: TransfoXLConfig, params: Mapping, out_dir: st
     """
     tensors = export_table(params, weight_map(family, config), expected_param_shapes(family, config),
                            _describe(family, config))
-    tensors[INV_FREQ.replace("{base}", MAP.default_base(family))] = inv_freq(config.d_model)
-    return write_hf_folder(out_dir, tensors, config_to_hf(family, config, dtype), dtype)
+    freq = INV_FREQ.replace("{base}", MAP.default_base(family))
+    tensors[freq] = inv_freq(config.d_model)  # float32 whatever ``dtype``: rounded, far positions would drift
+    return write_hf_folder(out_dir, tensors, config_to_hf(family, config, dtype), dtype, keep_float32=[freq])
