@@ -81,7 +81,8 @@ class CausalScorer:
     """Log-likelihood of proteins under Transformer-XL: every residue and the end token given those before.
 
     Proteins longer than one segment are read segment after segment, each attending to the memory the
-    previous ones left (the model's ``mem_len``), as Transformer-XL evaluates long texts.
+    previous ones left (the model's ``mem_len`` positions), as Transformer-XL evaluates long texts. The
+    memory has a fixed size from the first segment on (empty slots masked), so one compilation serves all.
 
     Attributes:
       segment: tokens per forward pass (None: the whole protein at once).
@@ -90,18 +91,26 @@ class CausalScorer:
     def __init__(self, module: TransfoXLLMHeadModel, frame: Framing, segment: int | None = None):
         cfg = module.config
         self.module, self.frame = module, frame
-        self.segment = (segment or cfg.mem_len or None) if cfg.mem_len > 0 else None
+        self.segment = (segment or cfg.mem_len) if cfg.mem_len > 0 else None
         self._segment_jit = jax.jit(self._segment_log_likelihood)
 
-    def _segment_log_likelihood(self, params, ids: Array, targets: Array, weights: Array, mems):
-        """``ids/targets/weights [batch, S]`` -> (summed log-probs of the targets ``[batch]``, next memory)."""
-        out = self.module.apply({"params": params}, ids, mems=mems)
+    def _segment_log_likelihood(self, params, ids: Array, targets: Array, weights: Array, state):
+        """``ids/targets/weights [batch, S]``, state ``(mems, filled)`` or None (no memory) -> summed
+        log-probs of the targets ``[batch]`` and the next state."""
+        if state is None:
+            out = self.module.apply({"params": params}, ids)
+        else:
+            mems, filled = state
+            keys = memory_keys(filled, mems.shape[2], ids.shape[0], ids.shape[1])
+            out = self.module.apply({"params": params}, ids, mems=mems, attention_mask=keys)
+            state = (out.mems, filled + ids.shape[1])
         log_probs = jax.nn.log_softmax(out.logits, axis=-1)  # [batch, S, vocab]
         picked = jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # [batch, S]
-        return jnp.sum(picked * weights, axis=1), out.mems
+        return jnp.sum(picked * weights, axis=1), state
 
     def __call__(self, params, residue_ids: list[np.ndarray], rows: int) -> np.ndarray:
         """``[len(residue_ids)]`` log-likelihoods of one batch (padded to ``rows`` sequences)."""
+        cfg = self.module.config
         longest = max(len(ids) for ids in residue_ids) + len(self.frame.context)  # inputs: all but the end
         width = padded_length(longest, self.segment)
         tokens = self.frame.framed(residue_ids, width + 1, rows)  # [rows, width + 1]
@@ -110,10 +119,13 @@ class CausalScorer:
         start = len(self.frame.context) - 1  # the first input whose next token is scored
         pos = np.arange(width)[None, :]
         weights = ((pos >= start) & (pos < start + counts[:, None])).astype(np.float32)
-        seg = self.segment or width
-        total, mems = np.zeros(rows), None
+        seg = min(self.segment or width, width)
+        state = None
+        if seg < width:  # [rows, layers, mem_len, embed], all slots empty
+            state = (jnp.zeros((rows, cfg.n_layer, cfg.mem_len, cfg.d_model), cfg.dtype), jnp.int32(0))
+        total = np.zeros(rows)
         for s in range(0, width, seg):
-            part, mems = self._segment_jit(params, inputs[:, s:s + seg], targets[:, s:s + seg],
-                                           weights[:, s:s + seg], mems)
+            part, state = self._segment_jit(params, inputs[:, s:s + seg], targets[:, s:s + seg],
+                                            weights[:, s:s + seg], state)
             total += np.asarray(part)
         return total[:len(residue_ids)]
