@@ -212,19 +212,27 @@ def test_sharded_training_equals_one_device(txl_task):
         assert rules == "data" or "model" in qkv, f"{rules} rules shard the attention heads: {qkv}"
 
 
+@pytest.fixture(scope="module")
+def txl_train_task(demo_corpus):
+    """The demo corpus with a validation split (0.5%), for runs that evaluate."""
+    return prottrans_jax_tasks.register_fasta_tasks("txltrain", str(demo_corpus), objectives=("txl_causal_lm",))[0]
+
+
 def _gin_args(model_dir, steps, extra=()):
     return ["--gin_file=runs/prot_txl_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'",
-            "--gin.MIXTURE_OR_TASK_NAME='txldemo_txl_causal_lm'", f"--gin.TRAIN_STEPS={steps}", "--gin.BATCH_SIZE=8",
+            "--gin.MIXTURE_OR_TASK_NAME='txltrain_txl_causal_lm'", f"--gin.TRAIN_STEPS={steps}", "--gin.BATCH_SIZE=8",
             "--gin.WARMUP_STEPS=1", "--gin.train_script.train.async_checkpoints=False",
             "--gin.train_script.train.log_every=1", "--gin.configs.get_config.dropout=0.1",
             "--gin.train_script.train.peak_flops_per_device=0", *extra]
 
 
-def test_tiny_run_gin_trains_and_resumes_exactly(txl_task, tmp_path, capsys):
+def test_tiny_run_gin_trains_and_resumes_exactly(txl_train_task, tmp_path, capsys):
     full, part = tmp_path / "full", tmp_path / "part"
-    assert train.main(_gin_args(full, 4)) == 0
+    assert train.main(_gin_args(full, 4, ["--gin.EVAL_EVERY=4", "--gin.train_script.train.eval_batches=2"])) == 0
     out = capsys.readouterr().out
-    assert "lm/loss" in out and f"last checkpoint: {full / 'checkpoint_4'}" in out
+    eval_line = next(line for line in out.splitlines() if line.startswith("[eval step 4]"))
+    assert 1.0 < float(eval_line.split("lm/loss=")[1].split()[0]) < 4.0, eval_line  # held-out proteins, no dropout
+    assert f"last checkpoint: {full / 'checkpoint_4'}" in out
     assert train.main(_gin_args(part, 2)) == 0
     capsys.readouterr()
     assert train.main(_gin_args(part, 4)) == 0
@@ -236,7 +244,7 @@ def test_tiny_run_gin_trains_and_resumes_exactly(txl_task, tmp_path, capsys):
     _assert_same_state(a, b)  # params, optimizer state, dropout key and step: no memory needed to resume
 
 
-def test_a_segment_length_not_dividing_the_window_fails_in_one_line(txl_task, tmp_path, capsys):
+def test_a_segment_length_not_dividing_the_window_fails_in_one_line(txl_train_task, tmp_path, capsys):
     assert train.main(_gin_args(tmp_path, 2, ["--gin.SEGMENT_LENGTH=24"])) == 2
     err = capsys.readouterr().err
     assert err.startswith("prottrans_jax.train: error: the causal LM window of 64") and "Traceback" not in err
