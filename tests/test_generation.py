@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -33,25 +35,26 @@ def sampler(request):
                                    batch_size=3)
 
 
-def full_logits(lm, sampler, fed: np.ndarray) -> np.ndarray:
+def full_logits(lm, sampler, fed):
     """``[batch, n + 1, vocab]``: the logits after the prefix and after each of the ``n`` tokens fed, by one pass."""
     batch, n = fed.shape
-    prefix = np.broadcast_to(sampler.prefix, (batch, len(sampler.prefix)))
-    seq = jnp.asarray(np.concatenate([prefix, fed], axis=1))  # [batch, P + n]
+    prefix = jnp.broadcast_to(jnp.asarray(sampler.prefix), (batch, len(sampler.prefix)))
+    seq = jnp.concatenate([prefix, fed], axis=1)  # [batch, P + n]
     p = len(sampler.prefix)
     variables = {"params": lm.params}
     if lm.family == "transfo_xl":
-        return np.asarray(lm.module.apply(variables, seq).logits[:, p - 1:p + n])
+        return lm.module.apply(variables, seq).logits[:, p - 1:p + n]
     if lm.family == "xlnet":
         # every position from P on predicted in the left-to-right order; one more (dummy) token at the end
         seq = jnp.pad(seq, ((0, 0), (0, 1)))
         length = seq.shape[1]
         target = jnp.broadcast_to(jnp.eye(length)[p:], (batch, length - p, length))
         out = lm.module.apply(variables, seq, perm_mask=left_to_right_perm_mask(batch, length), target_mapping=target)
-        return np.asarray(out.logits)
-    enc = jnp.broadcast_to(jnp.asarray(sampler.loop.decoder.encoder_tokens), (batch, len(sampler.loop.decoder.encoder_tokens)))
+        return out.logits
+    encoder_tokens = sampler.loop.decoder.encoder_tokens
+    enc = jnp.broadcast_to(jnp.asarray(encoder_tokens), (batch, len(encoder_tokens)))
     logits = lm.module.apply(variables, enc, seq, jnp.where(seq == 0, 1, seq), enable_dropout=False)
-    return np.asarray(logits[:, p - 1:p + n])
+    return logits[:, p - 1:p + n]
 
 
 def test_incremental_decoding_equals_full_recomputation(sampler):
@@ -65,7 +68,7 @@ def test_incremental_decoding_equals_full_recomputation(sampler):
     for t in range(fed.shape[1]):
         state, logits = step(lm.params, state, jnp.asarray(fed[:, t]))
         cached.append(np.asarray(logits))
-    reference = full_logits(lm, sampler, fed)
+    reference = np.asarray(jax.jit(lambda f: full_logits(lm, sampler, f))(fed))
     np.testing.assert_allclose(np.stack(cached, axis=1), reference, atol=1e-5, rtol=0)
     assert np.abs(reference[:, 1:] - reference[:, :-1]).max() > 1e-3  # the logits do depend on the tokens fed
 
@@ -224,3 +227,15 @@ def test_generate_refuses_a_masked_language_model(tmp_path, capsys):
                      "--out", str(tmp_path / "x.fa"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "use score" in err and len(err.strip().splitlines()) == 1
+
+
+def test_generate_and_score_do_not_load_tensorflow():
+    code = ("import sys\n"
+            "from prottrans_jax import cli\n"
+            "from prottrans_jax.generation import generate, scoring, tokens\n"
+            "tokens.framing('xlnet', 37)\n"
+            "cli.build_parser().parse_args(['score', '--model', 'm', '--fasta', 'f', '--out', 'o'])\n"
+            "print('tensorflow' in sys.modules, 'seqio' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]

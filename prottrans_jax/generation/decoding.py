@@ -82,7 +82,8 @@ class SamplingLoop:
         frame = self.frame
         ids = jnp.arange(carry.logits.shape[-1])
         # The end token only once the protein has a residue.
-        allowed = jnp.asarray(frame.allowed_mask())[None] & ((ids != frame.end_id)[None] | (carry.residues > 0)[:, None])
+        may_end = (ids != frame.end_id)[None] | (carry.residues > 0)[:, None]
+        allowed = jnp.asarray(frame.allowed_mask())[None] & may_end
         tokens, log_probs = sampling.draw(key, carry.logits, allowed, carry.seen, self.settings)
         live = ~carry.done
         ended = live & (tokens == frame.end_id)
