@@ -347,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     heads_cli.add_parser(sub)
     finetune_cli.add_parser(sub)
+    from prottrans_jax.generation import cli_args as generation_cli
+
+    generation_cli.add_parsers(sub)
 
     p = sub.add_parser(
         "train", help="pretrain with gin files (same flags as python -m prottrans_jax.train; --help lists them)",
