@@ -203,13 +203,14 @@ def test_sharded_training_equals_one_device(txl_task):
     batches = list(itertools.islice(training_loop.host_batches(txl_task, LENGTHS, 16, "train", 0, False), 3))
     one, losses = _losses(_trainer(partitioning.make_mesh({"data": 1}, jax.devices()[:1]), "data"), batches)
     assert losses[-1] < losses[0]
-    for shape, rules in [({"data": 8}, "data"), ({"data": 2, "model": 4}, "model"), ({"data": 2, "fsdp": 2, "model": 2}, "fsdp")]:
+    # Both meshes split the batch too; the resume test trains on all 8 devices data-parallel.
+    for shape, rules in [({"data": 2, "model": 4}, "model"), ({"data": 2, "fsdp": 2, "model": 2}, "fsdp")]:
         state, sharded = _losses(_trainer(partitioning.make_mesh(shape), rules), batches)
         np.testing.assert_allclose(sharded, losses, rtol=2e-5, err_msg=rules)
         _assert_same_state({"params": one.params, "opt_state": one.opt_state},
                            {"params": state.params, "opt_state": state.opt_state}, atol=1e-5)
         qkv = str(state.params["stack"]["layers_0"]["attention"]["qkv"]["kernel"].sharding.spec)
-        assert rules == "data" or "model" in qkv, f"{rules} rules shard the attention heads: {qkv}"
+        assert "model" in qkv, f"{rules} rules shard the attention heads: {qkv}"
 
 
 @pytest.fixture(scope="module")
