@@ -27,6 +27,8 @@ def residues_in(batch: dict, objective: str) -> int:
     """Residue tokens (no specials, sentinels or padding) carried by one batch."""
     if objective in ("bert_mlm", "electra"):
         return int(np.sum(batch["encoder_target_tokens"] >= 5))  # ProtBert ids 0-4 are specials
+    if objective == "txl_causal_lm":
+        return int(np.sum(batch["decoder_target_tokens"] >= 5))  # ProtBert's vocabulary too
     is_residue = lambda ids: (ids >= 3) & (ids < 28)  # ProtT5 residue ids  # noqa: E731
     count = int(np.sum(is_residue(batch["decoder_target_tokens"])))
     if objective == "span_corruption":  # the kept residues travel in the inputs
