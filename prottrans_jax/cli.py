@@ -130,6 +130,29 @@ def _quickstart_predict(args) -> int:
     with open(out + ".json") as f:
         for name, r in json.load(f).items():
             print(f"{name:10s} {r['sequence']}\n{'':10s} {r['dssp3']}")
+    return _quickstart_generate_and_score(args, query)
+
+
+def _quickstart_generate_and_score(args, query: str) -> int:
+    """Quickstart, part 4: two proteins sampled from the tiny ProtT5, and the query proteins scored."""
+    import os
+
+    generated = os.path.join(args.model_dir, "generated.fasta")
+    print(f"\n== generate: 2 proteins of at most 40 residues from the tiny ProtT5 -> {generated}")
+    rc = main(["generate", "--model", args.model_dir, "--num", "2", "--max-length", "40", "--seed", "0",
+               "--out", generated, "--overwrite", "--no-progress"])
+    if rc:
+        return rc
+    with open(generated) as f:
+        print(f.read().rstrip())
+    scores = os.path.join(args.model_dir, "scores.tsv")
+    print(f"\n== score: the query proteins' pseudo-log-likelihood under the tiny ProtT5 -> {scores}")
+    rc = main(["score", "--model", args.model_dir, "--fasta", query, "--out", scores, "--overwrite",
+               "--no-progress"])
+    if rc:
+        return rc
+    with open(scores) as f:
+        print(f.read().rstrip())
     return 0
 
 

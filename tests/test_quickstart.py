@@ -13,7 +13,7 @@ from prottrans_jax import cli
 from prottrans_jax.downstream import datasets
 
 
-def test_quickstart_trains_exports_embeds_and_predicts(tmp_path, demo_corpus, monkeypatch, capsys):
+def test_quickstart_trains_exports_embeds_predicts_generates_and_scores(tmp_path, demo_corpus, monkeypatch, capsys):
     proteins = {f"qs{i}|demo": s[:120] for i, s in enumerate(read_proteins(demo_corpus, 64))}
     monkeypatch.setenv("PROTTRANS_JAX_CUSTOM_FASTA", str(write_fasta(tmp_path / "small.fa", proteins)))
     run = tmp_path / "run"
@@ -42,6 +42,17 @@ def test_quickstart_trains_exports_embeds_and_predicts(tmp_path, demo_corpus, mo
     rows = (run / "prediction.residues.tsv").read_text().splitlines()
     assert len(rows) == 1 + sum(len(r["sequence"]) for r in result.values())
     assert result["insulin_B"]["dssp3"] in out  # shown to the user too
+
+    # Two proteins sampled from the tiny ProtT5 (protein letters only, at most 40 residues, scored in the
+    # header), and the query proteins' pseudo-log-likelihoods.
+    fasta = (run / "generated.fasta").read_text().splitlines()
+    headers, sequences = fasta[0::2], fasta[1::2]
+    assert len(headers) == 2 and all(h.startswith(">gen_") and "log_likelihood=" in h for h in headers)
+    assert all(0 < len(s) <= 40 and set(s) <= set("ACDEFGHIKLMNPQRSTVWY") for s in sequences)
+    table = [line.split("\t") for line in (run / "scores.tsv").read_text().splitlines()]
+    assert table[0][:5] == ["id", "length", "log_likelihood", "mean_log_likelihood", "perplexity"]
+    assert [row[0] for row in table[1:]] == ["ubiquitin", "insulin_B"]
+    assert all(float(row[2]) < 0 and float(row[4]) > 1 for row in table[1:])
 
     # Run again: everything is already there; it resumes, re-exports and replaces the prediction.
     assert cli.main(["quickstart", "--corpus", "custom", "--steps", "3", "--model-dir", str(run)]) == 0
