@@ -17,7 +17,7 @@ from hf_loading import load_clean  # noqa: E402
 
 from prottrans_jax import alphabet  # noqa: E402
 from prottrans_jax.hf import encoder_maps as em  # noqa: E402
-from prottrans_jax.hf.common import CheckpointError  # noqa: E402
+from prottrans_jax.hf.common import CheckpointError, flatten_params  # noqa: E402
 from prottrans_jax.models import layers  # noqa: E402
 from proteins import read_proteins
 
@@ -252,7 +252,7 @@ def test_legacy_pytorch_bin_with_gamma_beta(tmp_path, saved_models):
     family, _, params = em.import_hf(legacy)
     _, _, reference = em.import_hf(path)
     assert family == "BertForMaskedLM"
-    flat, ref = em.flatten_params(params), em.flatten_params(reference)
+    flat, ref = flatten_params(params), flatten_params(reference)
     assert flat.keys() == ref.keys()
     for k in ref:
         np.testing.assert_array_equal(flat[k], ref[k])
