@@ -236,7 +236,7 @@ macros a run gin sets (override with --gin.NAME=...):
   SCHEDULE (rsqrt|linear|cosine|constant), LEARNING_RATE, WARMUP_STEPS, NUM_MICROBATCHES, EVAL_EVERY.
 
 run gins shipped in gin/runs/: prot_t5_tiny, prot_t5_xl, prot_t5_xxl, prot_bert(_tiny), prot_albert(_tiny),
-prot_electra(_tiny), prot_txl(_bfd, _tiny).
+prot_electra(_tiny), prot_txl(_bfd, _tiny), prot_xlnet(_tiny).
 
 example:
   python -m prottrans_jax.train --gin_file=runs/prot_t5_tiny.gin --gin.MODEL_DIR="'runs/tiny'" \\
