@@ -153,6 +153,7 @@ def load_hf(hf_dir: str | pathlib.Path) -> LoadedModel:
         return LoadedModel(config, params, arch, str(hf_dir))
     if model_type == "xlnet":
         arch, config, params = xlnet_map.import_hf(hf_dir)
+        _require_prot_xlnet_ids(pathlib.Path(hf_dir))
         return LoadedModel(config, params, arch, str(hf_dir))
     if model_type == "transfo-xl":
         from prottrans_jax.hf import transfo_xl_map
@@ -172,6 +173,27 @@ def load_hf(hf_dir: str | pathlib.Path) -> LoadedModel:
         return LoadedModel(pair, merge_pretraining_params(gen_params, params), "ElectraPretrainingModel",
                            str(hf_dir))
     return LoadedModel(config, params, arch, str(hf_dir))
+
+
+def _require_prot_xlnet_ids(hf_dir: pathlib.Path) -> None:
+    """Refuses an XLNet folder whose ``spiece.model`` gives other ids than ProtXLNet's table.
+
+    Everything downstream (embed, generate, score, training) tokenizes with
+    :mod:`prottrans_jax.xlnet_alphabet`; a folder whose own tokenizer disagrees (another XLNet, or a
+    released ProtXLNet file whose residue order differs from the inferred one) would be fed wrong ids.
+    """
+    spiece = hf_dir / "spiece.model"
+    if not spiece.is_file():
+        return
+    from prottrans_jax import xlnet_alphabet
+
+    diffs = xlnet_alphabet.compare_with_sentencepiece_model(spiece)
+    if diffs:
+        raise CheckpointError(
+            f"{spiece}: this tokenizer's ids differ from ProtXLNet's that prottrans-jax tokenizes with "
+            f"({'; '.join(diffs[:4])}{'; ...' if len(diffs) > 4 else ''}), so its proteins would be fed wrong ids; "
+            "if this is the released Rostlab/prot_xlnet tokenizer, please report these lines (the residue order "
+            "17-36 was inferred)")
 
 
 # ---------------------------------------------------------------------------------------

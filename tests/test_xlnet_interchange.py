@@ -150,3 +150,18 @@ def test_bad_folders_are_refused_with_one_line(round_trip, tmp_path, capsys):
     err = cli_refusal(capsys, tmp_path / "hf", ["export-hf", "--checkpoint", str(round_trip[0] / "run"), "--out",
                                                 str(tmp_path / "hf"), "--family", "bert"])
     assert "not a bert model" in err
+
+
+def test_a_folder_whose_tokenizer_has_other_ids_is_refused(round_trip, tmp_path, capsys):
+    """Our exported spiece.model passes; one with two residues swapped (another residue order) is refused."""
+    good = round_trip[0] / "out"
+    assert model_io.load_model(good).architecture == LM  # its own spiece.model agrees with our table
+    swapped = folder_variant(good, tmp_path / "swapped")
+    proto = xlnet_alphabet.sentencepiece_model_proto()
+    a, b = xlnet_alphabet.FIRST_RESIDUE_ID, xlnet_alphabet.FIRST_RESIDUE_ID + 1
+    proto.pieces[a].piece, proto.pieces[b].piece = proto.pieces[b].piece, proto.pieces[a].piece
+    (swapped / "spiece.model").write_bytes(proto.SerializeToString())
+    err = cli_refusal(capsys, tmp_path / "run", ["import-hf", "--hf", str(swapped), "--out", str(tmp_path / "run")])
+    first, second = xlnet_alphabet.RESIDUE_ORDER[:2]
+    assert "spiece.model: this tokenizer's ids differ from ProtXLNet's" in err
+    assert f"piece '▁{first}': id {b}, ours {a}" in err and f"piece '▁{second}': id {a}, ours {b}" in err
