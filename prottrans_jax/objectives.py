@@ -90,51 +90,57 @@ def summarize(metric_sums: Mapping[str, Array]) -> dict[str, float]:
 # ---------------------------------------------------------------------------------------
 
 
-class EncoderDecoderObjective:
-    """Teacher-forced seq2seq loss (ProtT5 denoising, span corruption), as t5x's EncoderDecoderModel."""
+class WeightedTokenObjective:
+    """Cross entropy of ``logits_fn``'s logits against ``batch[targets_key]`` where ``batch[weights_key]`` is
+    non-zero, summed and divided by the global batch's weight; metrics ``<prefix>_{loss,z_loss,correct,weight}_sum``.
+    Subclasses name the features."""
 
-    name = "encoder_decoder"
+    name = prefix = targets_key = weights_key = ""
 
-    def __init__(self, z_loss: float = 1e-4, label_smoothing: float = 0.0):
+    def __init__(self, z_loss: float = 0.0, label_smoothing: float = 0.0):
         self.z_loss = z_loss
         self.label_smoothing = label_smoothing
 
     def normalizers(self, batch: Mapping[str, Array]) -> dict[str, Array]:
-        return {"targets": jnp.maximum(jnp.sum(batch["decoder_loss_weights"].astype(jnp.float32)), 1.0)}
+        return {self.prefix: jnp.maximum(jnp.sum(batch[self.weights_key].astype(jnp.float32)), 1.0)}
 
     def loss(self, logits_fn: Callable, params, batch, rng, normalizers) -> tuple[Array, Metrics]:
-        logits = logits_fn(params, batch, rng)  # [batch, length, vocab]
-        weights = batch["decoder_loss_weights"]
+        logits = logits_fn(params, batch, rng)  # [batch, length (or targets), vocab]
+        weights = batch[self.weights_key]
         loss_sum, z_sum, correct = cross_entropy_sums(
-            logits, batch["decoder_target_tokens"], weights, self.z_loss, self.label_smoothing
+            logits, batch[self.targets_key], weights, self.z_loss, self.label_smoothing
         )
+        p = self.prefix
         metrics = {
-            "targets_loss_sum": loss_sum, "targets_z_loss_sum": z_sum, "targets_correct_sum": correct,
-            "targets_weight_sum": jnp.sum(weights.astype(jnp.float32)),
+            f"{p}_loss_sum": loss_sum, f"{p}_z_loss_sum": z_sum, f"{p}_correct_sum": correct,
+            f"{p}_weight_sum": jnp.sum(weights.astype(jnp.float32)),
         }
-        return loss_sum / normalizers["targets"], metrics
+        return loss_sum / normalizers[p], metrics
 
 
-class MaskedLMObjective:
+class EncoderDecoderObjective(WeightedTokenObjective):
+    """Teacher-forced seq2seq loss (ProtT5 denoising, span corruption), as t5x's EncoderDecoderModel."""
+
+    name, prefix = "encoder_decoder", "targets"
+    targets_key, weights_key = "decoder_target_tokens", "decoder_loss_weights"
+
+    def __init__(self, z_loss: float = 1e-4, label_smoothing: float = 0.0):
+        super().__init__(z_loss, label_smoothing)
+
+
+class MaskedLMObjective(WeightedTokenObjective):
     """BERT/ALBERT masked-token loss over every selected position (``encoder_loss_weights``)."""
 
-    name = "mlm"
+    name = prefix = "mlm"
+    targets_key, weights_key = "encoder_target_tokens", "encoder_loss_weights"
 
-    def __init__(self, z_loss: float = 0.0):
-        self.z_loss = z_loss
 
-    def normalizers(self, batch) -> dict[str, Array]:
-        return {"mlm": jnp.maximum(jnp.sum(batch["encoder_loss_weights"].astype(jnp.float32)), 1.0)}
+class PermutationLMObjective(WeightedTokenObjective):
+    """XLNet's partial prediction: the query stream's logits at the ``P`` target rows
+    (``permutation_lm.xlnet_logits_fn``) against ``target_tokens`` where ``target_weights`` (padded rows 0)."""
 
-    def loss(self, logits_fn: Callable, params, batch, rng, normalizers) -> tuple[Array, Metrics]:
-        logits = logits_fn(params, batch, rng)  # [batch, length, vocab]
-        weights = batch["encoder_loss_weights"]
-        loss_sum, z_sum, correct = cross_entropy_sums(logits, batch["encoder_target_tokens"], weights, self.z_loss)
-        metrics = {
-            "mlm_loss_sum": loss_sum, "mlm_z_loss_sum": z_sum, "mlm_correct_sum": correct,
-            "mlm_weight_sum": jnp.sum(weights.astype(jnp.float32)),
-        }
-        return loss_sum / normalizers["mlm"], metrics
+    name = prefix = "plm"
+    targets_key, weights_key = "target_tokens", "target_weights"
 
 
 class ElectraObjective:
@@ -192,7 +198,5 @@ from prottrans_jax.causal_lm import CausalLMObjective  # noqa: E402
 
 OBJECTIVE_FOR_TASK["txl_causal_lm"] = CausalLMObjective
 
-# XLNet's permutation LM: the query stream's cross entropy at the targets (permutation_lm).
-from prottrans_jax.permutation_lm import PermutationLMObjective  # noqa: E402
-
+# XLNet's permutation LM: the query stream's cross entropy at the targets (adapter in permutation_lm).
 OBJECTIVE_FOR_TASK["xlnet_plm"] = PermutationLMObjective

@@ -1,10 +1,10 @@
-"""Permutation LM for XLNet (ProtXLNet): the trainer's adapter and loss over the pipeline's features.
+"""Permutation LM for XLNet (ProtXLNet): the trainer's adapter over the pipeline's features.
 
 The pipeline (``permutation_lm_data``) emits, per window, ``encoder_input_tokens`` and
 ``attention_mask`` [batch, L], ``perm_mask`` [batch, L, L], ``target_mapping`` [batch, P, L],
 ``target_tokens`` and ``target_weights`` [batch, P]. The model runs both streams once; its logits
-are the query stream's at the ``P`` target rows, and the loss is their cross entropy (padded rows
-weigh 0), summed and divided by the global batch's number of targets, as every objective here.
+are the query stream's at the ``P`` target rows, and the loss (``objectives.PermutationLMObjective``)
+is their cross entropy (padded rows weigh 0), summed and divided by the global batch's number of targets.
 
 No memory is carried across steps: each window is one example, ``mems`` starts empty and the
 next memory is not returned (``use_mems=False``), so a checkpoint needs no memory to resume exactly.
@@ -15,10 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-import jax
 import jax.numpy as jnp
 
-Array = jax.Array
 OBJECTIVE = "xlnet_plm"
 
 
@@ -45,26 +43,3 @@ def xlnet_init_inputs(feature_lengths: Mapping[str, int]) -> dict:
     """Inputs for ``module.init``: ids of one window (the streams' other inputs add no parameters)."""
     return {"input_ids": jnp.ones((1, feature_lengths["inputs"]), jnp.int32)}
 
-
-class PermutationLMObjective:
-    """Cross entropy of the query stream's predictions at the targets (XLNet's partial prediction)."""
-
-    name = "plm"
-
-    def __init__(self, z_loss: float = 0.0):
-        self.z_loss = z_loss
-
-    def normalizers(self, batch) -> dict[str, Array]:
-        return {"plm": jnp.maximum(jnp.sum(batch["target_weights"].astype(jnp.float32)), 1.0)}
-
-    def loss(self, logits_fn: Callable, params, batch, rng, normalizers) -> tuple[Array, dict]:
-        from prottrans_jax.objectives import cross_entropy_sums  # objectives.py imports this module
-
-        logits = logits_fn(params, batch, rng)  # [batch, P, vocab]
-        weights = batch["target_weights"]  # [batch, P]
-        loss_sum, z_sum, correct = cross_entropy_sums(logits, batch["target_tokens"], weights, self.z_loss)
-        metrics = {
-            "plm_loss_sum": loss_sum, "plm_z_loss_sum": z_sum, "plm_correct_sum": correct,
-            "plm_weight_sum": jnp.sum(weights.astype(jnp.float32)),
-        }
-        return loss_sum / normalizers["plm"], metrics
